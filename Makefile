@@ -1,0 +1,63 @@
+# The two commands of the quick start are `make lab` and `make test`; both install what is
+# missing first (Debian packages, the virtualenv, the Kubernetes control plane built from Go
+# modules into $(BGPD_CACHE), outside the repo so a second run is quick).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export BGPD_CACHE ?= /var/cache/bgpd
+
+# Debian packages the tests and the lab use: real routers, the kernel's tools, certificates.
+APT_PACKAGES := frr bird2 iproute2 iputils-ping procps openssl
+# A command each package provides, to see whether it is already there.
+APT_PROBES := /usr/lib/frr/bgpd /usr/sbin/bird /usr/sbin/ip /usr/bin/ping /usr/bin/pkill /usr/bin/openssl
+
+.PHONY: all deps venv controlplane lint unit integration e2e test lab lab-down bench clean
+
+all: test
+
+deps:
+	@missing=0; for f in $(APT_PROBES); do [ -e $$f ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+controlplane:
+	bash tests/controlplane/build.sh
+
+lint: venv
+	$(BIN)/ruff check .
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+# pytest exits 5 when it collected nothing: that is a broken suite, never a pass.
+test: deps venv controlplane lint
+	$(BIN)/python -m pytest tests; rc=$$?; \
+	if [ $$rc = 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+lab: deps venv controlplane
+	$(BIN)/bgpd lab up lab/single-tor.clab.yml
+
+lab-down: venv
+	$(BIN)/bgpd lab down lab/single-tor.clab.yml
+
+bench: deps venv controlplane
+	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/kernel_sync.py
+	$(BIN)/python bench/bgp_convergence.py
+	$(BIN)/python bench/agent_scale.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from bgpd.cli import main
+
+raise SystemExit(main())

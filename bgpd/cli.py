@@ -1,0 +1,102 @@
+"""The ``bgpd`` command line: the agent itself and the operator's debugging tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bgpd import __version__
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1  # the thing asked about is not right (bad config, not announced, peer down)
+EXIT_USAGE = 2  # bad invocation, or a subcommand that is not built yet
+EXIT_UNREACHABLE = 3  # the agent's debug endpoint did not answer
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:9180"
+
+_NOT_BUILT = "this subcommand is not built yet"
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from bgpd.config import ConfigError, load_config
+
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{args.file}: {line}", file=sys.stderr)
+        print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def _not_built(name: str):
+    def run(args: argparse.Namespace) -> int:
+        print(f"bgpd {name}: {_NOT_BUILT}", file=sys.stderr)
+        return EXIT_USAGE
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bgpd",
+        description="Announce this node's pod and service prefixes over BGP and program "
+                    "kernel routes, with no NAT.",
+        epilog="Exit codes: 0 ok, 1 problem found (bad config, not announced, peer down), "
+               "2 usage error or not built, 3 agent unreachable.",
+    )
+    parser.add_argument("--version", action="version", version=f"bgpd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the node agent")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--node", help="this node's name (default: $NODE_NAME)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
+    p.add_argument("--withdraw-on-exit", action="store_true",
+                   help="withdraw every announcement on SIGTERM instead of leaving them to "
+                        "graceful restart")
+    p.set_defaults(func=_not_built("run"))
+
+    p = sub.add_parser("check-config", help="validate a config file; print every error")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_check_config)
+
+    for name, text in (("status", "sync state, peers up, counts, last reconcile"),
+                       ("peers", "BGP sessions and their state"),
+                       ("diff", "desired versus applied announcements and routes")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="the agent's debug address")
+        p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        p.set_defaults(func=_not_built(name))
+
+    p = sub.add_parser("routes", help="announced, received or kernel routes")
+    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--advertised", action="store_true")
+    which.add_argument("--received", action="store_true")
+    which.add_argument("--kernel", action="store_true")
+    p.set_defaults(func=_not_built("routes"))
+
+    p = sub.add_parser("explain", help="why an IP or prefix is (not) announced")
+    p.add_argument("target", metavar="IP_OR_PREFIX")
+    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=_not_built("explain"))
+
+    p = sub.add_parser("lab", help="realise a containerlab topology with network namespaces")
+    p.add_argument("action", choices=("up", "down", "status", "exec"))
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_not_built("lab"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    return args.func(args)

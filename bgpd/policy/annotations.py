@@ -1,0 +1,89 @@
+"""Per-object annotations and labels the policy honours, all under one prefix.
+
+With the default prefix ``bgpd.dev``:
+
+Service: ``bgpd.dev/advertise`` ("false" opts the whole Service out),
+``bgpd.dev/advertise-cluster-ip``, ``bgpd.dev/advertise-external-ips``,
+``bgpd.dev/advertise-load-balancer-ips`` ("true"/"false" override the config),
+``bgpd.dev/require-ready-endpoint`` ("true"/"false"), ``bgpd.dev/communities``,
+``bgpd.dev/large-communities`` (comma separated), ``bgpd.dev/local-pref``, ``bgpd.dev/med``.
+Pod: ``bgpd.dev/external-ips`` (comma separated addresses the pod itself answers on).
+Node label ``bgpd.dev/announce: "false"`` withdraws everything from that node (drain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bgpd.model import Attributes
+
+ADVERTISE = "advertise"
+ADVERTISE_CLUSTER_IP = "advertise-cluster-ip"
+ADVERTISE_EXTERNAL_IPS = "advertise-external-ips"
+ADVERTISE_LB_IPS = "advertise-load-balancer-ips"
+REQUIRE_READY = "require-ready-endpoint"
+COMMUNITIES = "communities"
+LARGE_COMMUNITIES = "large-communities"
+LOCAL_PREF = "local-pref"
+MED = "med"
+POD_EXTERNAL_IPS = "external-ips"
+NODE_ANNOUNCE = "announce"
+NODE_ASN = "asn"
+NODE_PEER_IPS = "peer-ips"
+NODE_PEER_ASNS = "peer-asns"
+
+
+def flag(annotations: Mapping[str, str], prefix: str, name: str, default: bool
+         ) -> tuple[bool, str]:
+    """A boolean annotation; returns (value, problem) and keeps the default when bad."""
+    raw = annotations.get(f"{prefix}/{name}")
+    if raw is None:
+        return default, ""
+    text = str(raw).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True, ""
+    if text in ("false", "no", "0"):
+        return False, ""
+    return default, f"{prefix}/{name}: {raw!r} must be true or false"
+
+
+def split_list(raw: str) -> list[str]:
+    return [item.strip() for item in str(raw).split(",") if item.strip()]
+
+
+def _u32(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() and int(text) <= 0xFFFFFFFF else None
+
+
+def _community(text: str, parts: int) -> str | None:
+    limit = 0xFFFF if parts == 2 else 0xFFFFFFFF
+    pieces = text.split(":")
+    if len(pieces) != parts or not all(p.isdigit() and int(p) <= limit for p in pieces):
+        return None
+    return ":".join(str(int(p)) for p in pieces)
+
+
+def attributes(annotations: Mapping[str, str], prefix: str) -> tuple[Attributes, list[str]]:
+    """BGP attributes a Service asks for; bad values are dropped and reported."""
+    problems: list[str] = []
+    comms: list[str] = []
+    large: list[str] = []
+    for name, parts, out in ((COMMUNITIES, 2, comms), (LARGE_COMMUNITIES, 3, large)):
+        raw = annotations.get(f"{prefix}/{name}")
+        for item in split_list(raw) if raw is not None else ():
+            value = _community(item, parts)
+            if value is None:
+                problems.append(f"{prefix}/{name}: {item!r} is not a valid community")
+            else:
+                out.append(value)
+    scalars: dict[str, int | None] = {}
+    for name in (LOCAL_PREF, MED):
+        raw = annotations.get(f"{prefix}/{name}")
+        scalars[name] = None
+        if raw is not None:
+            scalars[name] = _u32(str(raw))
+            if scalars[name] is None:
+                problems.append(f"{prefix}/{name}: {raw!r} must be an integer 0..4294967295")
+    return Attributes(tuple(sorted(set(comms))), tuple(sorted(set(large))),
+                      scalars[LOCAL_PREF], scalars[MED]), problems

@@ -1,0 +1,79 @@
+"""A Claim: one object's wish to have one address announced, and the verdict on it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+
+from bgpd.config import Pool
+from bgpd.model import NO_ATTRIBUTES, Attributes, IPNetwork
+from bgpd.policy import reasons
+
+# Uses of an address (also the names pools allow, plus pod-cidr which needs no pool).
+POD_CIDR = "pod-cidr"
+POD_IP = "pod-ip"
+CLUSTER_IP = "cluster-ip"
+EXTERNAL_IP = "external-ip"
+LOAD_BALANCER_IP = "load-balancer-ip"
+POD_EXTERNAL_IP = "pod-external-ip"
+
+# Verdicts that survive the node-independent checks: these take part in conflict resolution,
+# so every node picks the same winner whatever its local endpoints are.
+CONTENDING = frozenset({reasons.ANNOUNCED, reasons.NO_LOCAL_ENDPOINT, reasons.NO_READY_ENDPOINT,
+                        reasons.POD_NOT_READY})
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    value: str  # the address as the object wrote it
+    prefix: IPNetwork | None  # None when it did not parse
+    use: str
+    owner: str  # "service/ns/name", "pod/ns/name" or "node/name"
+    created: float  # the owner's creation time, for "oldest wins"
+    reason: str
+    detail: str
+    pool: str | None = None
+    attributes: Attributes = NO_ATTRIBUTES
+    via: str | None = None  # pod-external-ip: the pod address the kernel route points at
+    key: str = ""  # canonical prefix text ("198.51.100.7/32"), "" when it did not parse
+
+    @property
+    def announced(self) -> bool:
+        return self.reason == reasons.ANNOUNCED
+
+    @property
+    def rejected(self) -> bool:
+        return self.reason in reasons.REJECTIONS
+
+    def verdict(self, reason: str, detail: str) -> Claim:
+        return Claim(self.value, self.prefix, self.use, self.owner, self.created, reason,
+                     detail, self.pool, self.attributes, self.via, self.key)
+
+
+def pool_for(prefix: IPNetwork, pools: tuple[Pool, ...]) -> Pool | None:
+    """The pool holding ``prefix`` (pools never overlap: the config parser checks)."""
+    return _pool_for(str(prefix), pools)
+
+
+@lru_cache(maxsize=1 << 17)
+def _pool_for(key: str, pools: tuple[Pool, ...]) -> Pool | None:
+    # Keyed on the text (cached str hash) and the pools (identity hash, see config.Pool):
+    # hashing an ipaddress object runs Python code, and this is the hottest lookup.
+    prefix = ipaddress.ip_network(key)
+    for pool in pools:
+        if pool.contains(prefix):
+            return pool
+    return None
+
+
+def pool_verdict(prefix: IPNetwork, key: str, use: str, pools: tuple[Pool, ...]
+                 ) -> tuple[Pool | None, str, str]:
+    """Default deny: an address is allowed only inside a pool that allows its use."""
+    pool = _pool_for(key, pools)
+    if pool is None:
+        return None, reasons.OUTSIDE_POOLS, f"{prefix} lies in no configured pool"
+    if use not in pool.allow:
+        return pool, reasons.POOL_FORBIDS_USE, (
+            f"pool {pool.name!r} does not allow {use} (allows {', '.join(sorted(pool.allow))})")
+    return pool, reasons.ANNOUNCED, f"allowed by pool {pool.name!r}"

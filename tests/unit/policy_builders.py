@@ -1,0 +1,67 @@
+"""Small builders for policy tests: a config and snapshot objects with readable defaults."""
+
+from __future__ import annotations
+
+from bgpd.config import parse_config
+from bgpd.model import EndpointInfo, EndpointSliceInfo, NodeInfo, PodInfo, ServiceInfo, Snapshot
+
+NODE = "node1"
+OTHER = "node2"
+
+BASE_CONFIG = {
+    "bgp": {"asn": 64512, "peers": [{"address": "10.0.0.1", "asn": 65000}]},
+    "cluster": {"pod_cidrs": ["10.244.0.0/16"], "service_cidrs": ["10.96.0.0/16"]},
+    "pools": [
+        {"name": "external", "cidrs": ["198.51.100.0/24", "2001:db8:e::/64"],
+         "allow": ["external-ip", "pod-external-ip"], "communities": ["65000:100"]},
+        {"name": "lb", "cidrs": ["203.0.113.0/24", "2001:db8:b::/64"],
+         "allow": ["load-balancer-ip"], "local_pref": 200},
+        {"name": "services", "cidrs": ["10.96.0.0/16"], "allow": ["cluster-ip"]},
+        {"name": "pods-elsewhere", "cidrs": ["100.64.0.0/16"], "allow": ["pod-ip"]},
+    ],
+}
+
+
+def config(**overrides):
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE_CONFIG.items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return parse_config(raw)
+
+
+def node(name=NODE, pod_cidrs=("10.244.1.0/24", "fd00:244:1::/64"), labels=None,
+         annotations=None):
+    return NodeInfo(name=name, labels=labels or {}, annotations=annotations or {},
+                    pod_cidrs=tuple(pod_cidrs), addresses=(("InternalIP", "172.20.1.11"),))
+
+
+def pod(name, ips=("10.244.1.5",), ready=True, annotations=None, created=1.0, ns="default",
+        **kw):
+    return PodInfo(namespace=ns, name=name, node_name=NODE, ips=tuple(ips), phase="Running",
+                   ready=ready, annotations=annotations or {}, created=created, **kw)
+
+
+def service(name, ns="default", created=1.0, **kw):
+    kw.setdefault("cluster_ips", ("10.96.0.10",))
+    return ServiceInfo(namespace=ns, name=name, created=created, **kw)
+
+
+def slice_for(svc_name, *endpoints, ns="default", name=None):
+    eps = tuple(EndpointInfo(addresses=(f"10.244.9.{i}",), node_name=n, ready=r,
+                             serving=s, terminating=t)
+                for i, (n, r, s, t) in enumerate(endpoints))
+    return EndpointSliceInfo(namespace=ns, name=name or f"{svc_name}-abc",
+                             service_name=svc_name, endpoints=eps)
+
+
+def snapshot(node_info=None, pods=(), services=(), slices=(), synced=True):
+    return Snapshot(
+        node=node_info if node_info is not None else node(),
+        pods={p.key: p for p in pods},
+        services={s.key: s for s in services},
+        endpoint_slices={s.key: s for s in slices},
+        synced=synced,
+    )

@@ -1,0 +1,53 @@
+"""The mass-withdraw guard, table-driven over (current, desired, sync state, time)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from bgpd.config import SafetyConfig
+from bgpd.model import Announcement
+from bgpd.policy.guard import guard_withdrawals
+
+SAFETY = SafetyConfig(max_withdraw_fraction=0.5, withdraw_hold_seconds=30, guard_min_prefixes=10)
+
+
+def anns(n, start=0):
+    nets = (ipaddress.ip_network(f"198.51.100.{i}/32") for i in range(start, start + n))
+    return {p: Announcement(p) for p in nets}
+
+
+CASES = [
+    # id, current, desired, synced, intended, now, since -> (announced count, held count, holding)
+    ("nothing withdrawn", anns(20), anns(25), True, False, 0, None, (25, 0, False)),
+    ("a small share is withdrawn at once", anns(20), anns(15), True, False, 0, None, (15, 0, False)),
+    ("exactly the allowed share passes", anns(20), anns(10), True, False, 0, None, (10, 0, False)),
+    ("above the share is held", anns(20), anns(5), True, False, 0, None, (20, 15, True)),
+    ("a wipe is held", anns(20), {}, True, False, 0, None, (20, 20, True)),
+    ("still held before the hold time", anns(20), {}, True, False, 29, 0, (20, 20, True)),
+    ("released after the hold time", anns(20), {}, True, False, 30, 0, (0, 0, False)),
+    ("unsynced never withdraws, even a little", anns(20), anns(19), False, False, 0, None,
+     (20, 1, True)),
+    ("unsynced still adds", anns(20), anns(21, 50), False, False, 0, None, (41, 20, True)),
+    ("an intended withdrawal (node drained) passes", anns(20), {}, True, True, 0, None,
+     (0, 0, False)),
+    ("below the minimum size the guard is quiet", anns(5), {}, True, False, 0, None,
+     (0, 0, False)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_guard(case):
+    _, current, desired, synced, intended, now, since, (count, held, holding) = case
+    verdict = guard_withdrawals(current, desired, synced=synced, intended=intended, now=now,
+                                holding_since=since, safety=SAFETY)
+    assert len(verdict.announce) == count
+    assert len(verdict.held) == held
+    assert (verdict.holding_since is not None) == holding
+    assert set(desired) <= set(verdict.announce)
+    if holding:
+        assert verdict.reason
+    again = guard_withdrawals(current, desired, synced=synced, intended=intended, now=now,
+                              holding_since=since, safety=SAFETY)
+    assert again == verdict
