@@ -31,12 +31,28 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _not_built(name: str):
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bgpd.runner import run
+
+    return run(args.config, args.node, args.kubeconfig, args.withdraw_on_exit)
+
+
+def _client(name: str):
     def run(args: argparse.Namespace) -> int:
-        print(f"bgpd {name}: {_NOT_BUILT}", file=sys.stderr)
-        return EXIT_USAGE
+        from bgpd.client import command
+
+        return command(name, args)
 
     return run
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    try:
+        from bgpd.lab.cli import run_lab
+    except ImportError:
+        print(f"bgpd lab: {_NOT_BUILT}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_lab([args.action, *args.rest])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--withdraw-on-exit", action="store_true",
                    help="withdraw every announcement on SIGTERM instead of leaving them to "
                         "graceful restart")
-    p.set_defaults(func=_not_built("run"))
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file; print every error")
     p.add_argument("file")
@@ -69,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="the agent's debug address")
         p.add_argument("-o", "--output", choices=("table", "json"), default="table")
-        p.set_defaults(func=_not_built(name))
+        p.set_defaults(func=_client(name))
 
     p = sub.add_parser("routes", help="announced, received or kernel routes")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
@@ -78,18 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--advertised", action="store_true")
     which.add_argument("--received", action="store_true")
     which.add_argument("--kernel", action="store_true")
-    p.set_defaults(func=_not_built("routes"))
+    p.set_defaults(func=_client("routes"))
 
     p = sub.add_parser("explain", help="why an IP or prefix is (not) announced")
     p.add_argument("target", metavar="IP_OR_PREFIX")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    p.set_defaults(func=_not_built("explain"))
+    p.set_defaults(func=_client("explain"))
 
     p = sub.add_parser("lab", help="realise a containerlab topology with network namespaces")
     p.add_argument("action", choices=("up", "down", "status", "exec"))
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_not_built("lab"))
+    p.set_defaults(func=_cmd_lab)
     return parser
 
 

@@ -1,0 +1,307 @@
+"""The reconcile loop: one wake-up signal, one consistent snapshot, everything reconciled.
+
+Every watch event, speaker event and kernel event only sets the signal; the loop debounces,
+takes a snapshot, runs the pure policy and hands the result to the speaker and the kernel.
+Safety lives here, in this order: nothing is announced or withdrawn before the first full
+sync; an unsynced or unreachable API never withdraws; a large withdrawal is held back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bgpd.config import BgpConfig, Config
+from bgpd.model import Announcement, KernelRoute, NextHop
+from bgpd.policy import reasons
+from bgpd.policy.decide import Decider, Decision
+from bgpd.policy.guard import guard_withdrawals
+from bgpd.policy.peers import peering_for
+from bgpd.ports import Cluster, Events, Kernel, Speaker, SpeakerFactory
+
+log = logging.getLogger("bgpd.agent")
+
+LOOP_STALL_SECONDS = 120.0  # /healthz fails when the loop has not turned for this long
+RESTART_BACKOFF_SECONDS = 5.0  # wait before retrying a speaker that failed to start
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@dataclass
+class Status:
+    """What the last reconcile did, for /debug/status, metrics and readiness."""
+
+    started_at: float = field(default_factory=time.time)
+    loop_at: float = 0.0  # monotonic time the loop last turned
+    reconciles: int = 0
+    last_reconcile_at: float = 0.0
+    last_duration_s: float = 0.0
+    durations: list[float] = field(default_factory=list)  # since the last metrics scrape
+    ever_synced: bool = False
+    synced: bool = False
+    api_healthy: bool = False
+    api_outage_s: float = 0.0  # total seconds the API was unreachable since start
+    held: int = 0  # withdrawals held back right now
+    hold_reason: str = ""
+    holds_total: int = 0
+    last_error: str = ""
+    speaker_error: str = ""
+    kernel_failures: list[str] = field(default_factory=list)
+    kernel_owned: int = 0
+    rejections_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, config: Config, node_name: str, cluster: Cluster,
+                 speaker_factory: SpeakerFactory, kernel: Kernel | None,
+                 events: Events | None = None, *, withdraw_on_exit: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.node_name = node_name
+        self.cluster = cluster
+        self.kernel = kernel
+        self.events = events
+        self.withdraw_on_exit = withdraw_on_exit
+        self._speaker_factory = speaker_factory
+        self._clock = clock
+        self._signal = threading.Event()
+        self._lock = threading.RLock()  # guards the views below against the HTTP threads
+        self._decider = Decider()
+        self.speaker: Speaker | None = None
+        self._speaker_key: tuple[BgpConfig, str] | None = None
+        self._speaker_retry_at = 0.0
+        self.decision: Decision | None = None
+        self.applied: dict[str, Announcement] = {}  # what the speaker was last told
+        self.kernel_applied: dict[str, KernelRoute] = {}
+        self._holding_since: float | None = None
+        self._outage_since: float | None = None
+        self.status = Status()
+
+    # ------------------------------------------------------------------ the loop
+
+    def wake(self) -> None:
+        """Called from any thread by any adapter: something changed."""
+        self._signal.set()
+
+    def run(self, stop: threading.Event, poll_config: Callable[[], Config | None] | None = None
+            ) -> None:
+        """Reconcile until ``stop`` is set; then leave routes to graceful restart (or not)."""
+        self.cluster.start()
+        try:
+            while not stop.is_set():
+                self.status.loop_at = self._clock()
+                self._signal.wait(self.config.resync_seconds)
+                if stop.is_set():
+                    break
+                if self.config.debounce_seconds:
+                    stop.wait(self.config.debounce_seconds)
+                self._signal.clear()
+                if poll_config is not None:
+                    new = poll_config()
+                    if new is not None:
+                        self.apply_config(new)
+                try:
+                    self.reconcile()
+                except Exception as exc:  # one bad round must not kill the agent
+                    log.exception("reconcile failed")
+                    self.status.last_error = f"{type(exc).__name__}: {exc}"
+                    self._signal.set()
+                    stop.wait(RESTART_BACKOFF_SECONDS)
+        finally:
+            self.shutdown()
+
+    def apply_config(self, config: Config) -> None:
+        """A new config takes effect at the next reconcile; BGP sessions restart only when
+        this node's peering itself changed."""
+        if config.kernel != self.config.kernel:
+            log.warning("event=config_change_ignored field=kernel reason=\"needs a restart\"")
+            config = replace(config, kernel=self.config.kernel)
+        if config.http != self.config.http:
+            log.warning("event=config_change_ignored field=http reason=\"needs a restart\"")
+            config = replace(config, http=self.config.http)
+        with self._lock:
+            self.config = config
+        log.info("event=config_reloaded")
+        self._signal.set()
+
+    def shutdown(self) -> None:
+        withdraw = self.withdraw_on_exit
+        log.info("event=shutdown withdraw=%s", withdraw)
+        try:
+            self.cluster.stop()
+        finally:
+            if self.speaker is not None:
+                self.speaker.stop(withdraw=withdraw)
+            if self.kernel is not None:
+                self.kernel.close(remove=withdraw)
+
+    # ------------------------------------------------------------------ one round
+
+    def reconcile(self) -> None:
+        start = self._clock()
+        config = self.config
+        snap = self.cluster.snapshot()
+        st = self.status
+        st.reconciles += 1
+        self._track_api(start)
+        if snap.synced:
+            st.ever_synced = True
+        st.synced = snap.synced
+        if not st.ever_synced:
+            # Nothing is known yet: announcing from an empty view, or withdrawing because of
+            # it, would both be wrong. Wait for the first full list.
+            return
+        trusted = snap.synced and st.api_healthy
+        self._ensure_speaker(config, snap.node, start)
+        decision = self._decider.decide(snap, config, self.node_name)
+        verdict = guard_withdrawals(self.applied, decision.announcements, synced=trusted,
+                                    intended=decision.node_opted_out, now=start,
+                                    holding_since=self._holding_since, safety=config.safety)
+        self._note_hold(verdict.held, verdict.reason, verdict.holding_since)
+        if self.speaker is not None:
+            self.speaker.set_desired(verdict.announce.values())
+        kernel_wanted = self._kernel_routes(decision, config)
+        if not trusted:  # keep installed routes too while the cluster view is in doubt
+            kernel_wanted = {**self.kernel_applied, **kernel_wanted}
+        self._sync_kernel(kernel_wanted)
+        with self._lock:
+            self.decision = decision
+            self.applied = verdict.announce
+        self._record_rejections(decision)
+        took = self._clock() - start
+        st.last_reconcile_at = time.time()
+        st.last_duration_s = took
+        st.durations.append(took)
+        del st.durations[:-1000]
+        log.debug("event=reconcile announced=%d held=%d took_ms=%.1f", len(verdict.announce),
+                  len(verdict.held), took * 1000)
+
+    def _track_api(self, now: float) -> None:
+        healthy = self.cluster.healthy()
+        st = self.status
+        if not healthy and self._outage_since is None:
+            self._outage_since = now
+            log.warning("event=api_unreachable action=\"holding last known state\"")
+        elif healthy and self._outage_since is not None:
+            st.api_outage_s += now - self._outage_since
+            log.info("event=api_back outage_s=%.1f", now - self._outage_since)
+            self._outage_since = None
+        st.api_healthy = healthy
+
+    def outage_seconds(self) -> float:
+        current = self._clock() - self._outage_since if self._outage_since is not None else 0.0
+        return self.status.api_outage_s + current
+
+    def _ensure_speaker(self, config: Config, node, now: float) -> None:
+        peering = peering_for(config, node)
+        for problem in peering.problems:
+            if self.events is not None:
+                self.events.record("Node", "", self.node_name, reasons.BAD_ANNOTATION, problem)
+        if peering.router_id is None:
+            self.status.speaker_error = "no router id: set bgp.router_id or give the Node an IPv4 InternalIP"
+            return
+        bgp = replace(config.bgp, asn=peering.asn, peers=peering.peers)
+        key = (bgp, peering.router_id)
+        if key == self._speaker_key and self.speaker is not None:
+            return
+        if now < self._speaker_retry_at:
+            return
+        if self.speaker is not None:
+            log.info("event=peering_changed action=\"restarting the BGP speaker\"")
+            self.speaker.stop(withdraw=False)
+            self.speaker = None
+            self.applied = {}
+        if not bgp.peers:
+            self.status.speaker_error = "no BGP peers selected for this node"
+            self._speaker_key = key
+            return
+        try:
+            speaker = self._speaker_factory(bgp, peering.router_id)
+            speaker.start()
+        except Exception as exc:
+            self.status.speaker_error = f"{type(exc).__name__}: {exc}"
+            log.error("event=speaker_start_failed error=%r", str(exc))
+            self._speaker_retry_at = now + RESTART_BACKOFF_SECONDS
+            self._signal.set()
+            return
+        self.speaker = speaker
+        self._speaker_key = key
+        self.status.speaker_error = ""
+
+    def _kernel_routes(self, decision: Decision, config: Config) -> dict[str, KernelRoute]:
+        routes = dict(decision.kernel_routes)
+        if config.import_.enabled and self.speaker is not None:
+            for prefix, learned in self.speaker.learned().items():
+                key = str(prefix)
+                if key in routes or key in decision.announcements:
+                    continue  # our own routes win over what peers tell us
+                hops = tuple(sorted({NextHop(gateway=r.next_hop) for r in learned}))
+                routes[key] = KernelRoute(prefix, hops)
+        return routes
+
+    def _sync_kernel(self, wanted: dict[str, KernelRoute]) -> None:
+        if self.kernel is None or wanted == self.kernel_applied:
+            return  # the kernel monitor repairs drift between changes
+        result = self.kernel.sync(wanted.values())
+        failures = [f"{f.route.prefix} {f.op}: {f.message}" for f in result.failures]
+        failures += [f"{r.prefix}: conflicts with a route this agent does not own"
+                     for r in result.conflicts]
+        for line in failures:
+            log.warning("event=kernel_route_failed detail=%r", line)
+        self.status.kernel_failures = failures
+        self.status.kernel_owned = len(wanted) - len(failures)
+        with self._lock:
+            self.kernel_applied = wanted
+
+    def _note_hold(self, held: frozenset, reason: str, since: float | None) -> None:
+        st = self.status
+        if held and self._holding_since is None:
+            st.holds_total += 1
+            log.warning("event=withdrawals_held count=%d reason=%r", len(held), reason)
+            if self.events is not None:
+                self.events.record("Node", "", self.node_name, "WithdrawalsHeld", reason)
+        elif not held and self._holding_since is not None and reason:
+            log.warning("event=withdrawals_released detail=%r", reason)
+        self._holding_since = since
+        st.held = len(held)
+        st.hold_reason = reason
+
+    def _record_rejections(self, decision: Decision) -> None:
+        counts: dict[str, int] = {}
+        for claim in decision.rejections:
+            counts[claim.reason] = counts.get(claim.reason, 0) + 1
+            kind, _, rest = claim.owner.partition("/")
+            namespace, _, name = rest.rpartition("/")
+            log.debug("event=rejected owner=%s value=%r reason=%s detail=%r", claim.owner,
+                      claim.value, claim.reason, claim.detail)
+            if self.events is not None:
+                self.events.record(kind.capitalize(), namespace, name, claim.reason,
+                                   f"{claim.value}: {claim.detail}")
+        self.status.rejections_by_reason = counts
+
+    # ------------------------------------------------------------------ views
+
+    def ready(self) -> tuple[bool, str]:
+        st = self.status
+        if not st.ever_synced:
+            return False, "waiting for the first sync with the API server"
+        if not st.api_healthy:
+            return False, "API server unreachable: holding the last known state"
+        if st.speaker_error:
+            return False, st.speaker_error
+        return True, "ok"
+
+    def healthy(self) -> tuple[bool, str]:
+        idle = self._clock() - self.status.loop_at
+        if self.status.loop_at and idle > max(LOOP_STALL_SECONDS, 2 * self.config.resync_seconds):
+            return False, f"reconcile loop stalled for {idle:.0f}s"
+        return True, "ok"
+
+    def snapshot_views(self) -> dict[str, Any]:
+        """A consistent set of references for the debug views (read-only use)."""
+        with self._lock:
+            return {"decision": self.decision, "applied": self.applied,
+                    "kernel": self.kernel_applied, "config": self.config}

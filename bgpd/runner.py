@@ -1,0 +1,164 @@
+"""`bgpd run`: build the real adapters around the Agent, serve HTTP, handle signals.
+
+The only module that knows every adapter; the Agent itself sees ports (bgpd/ports.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bgpd import logs
+from bgpd.agent import Agent
+from bgpd.config import BgpConfig, Config, ConfigError, load_config
+
+log = logging.getLogger("bgpd.run")
+
+CONFIG_POLL_SECONDS = 5.0  # how often the config file's mtime is checked (ConfigMap updates)
+API_ERROR_WINDOW_SECONDS = 30.0  # a watch error this recent, with no success since: outage
+
+
+class ClusterPort:
+    """ClusterCache plus a health signal: is every watch connected right now?"""
+
+    def __init__(self, cache: Any):
+        self.cache = cache
+
+    def start(self) -> None:
+        self.cache.start()
+
+    def stop(self) -> None:
+        self.cache.stop()
+
+    def snapshot(self):
+        return self.cache.snapshot()
+
+    def stats(self) -> dict[str, Any]:
+        return self.cache.stats()
+
+    def healthy(self) -> bool:
+        if not self.cache.synced:
+            return False
+        now = time.time()
+        for stats in self.cache.stats().values():
+            ok_at = getattr(stats, "last_ok_at", 0.0)
+            if stats.last_error_at and stats.last_error_at > ok_at and \
+                    now - stats.last_error_at < API_ERROR_WINDOW_SECONDS:
+                return False
+        return True
+
+
+class EventsPort:
+    def __init__(self, recorder: Any):
+        self.recorder = recorder
+
+    def record(self, kind: str, namespace: str, name: str, reason: str, message: str) -> None:
+        from bgpd.kube.events import ObjectRef
+
+        self.recorder.record(ObjectRef(kind, namespace, name), reason, message)
+
+
+def _config_poller(path: str, current: Config) -> Callable[[], Config | None]:
+    """Returns a function giving a new Config when the file changed and parses cleanly.
+
+    A broken file is logged and ignored: the agent keeps running on the last good config.
+    """
+    state = {"mtime": _mtime(path), "checked": time.monotonic()}
+
+    def poll() -> Config | None:
+        now = time.monotonic()
+        if now - state["checked"] < CONFIG_POLL_SECONDS:
+            return None
+        state["checked"] = now
+        mtime = _mtime(path)
+        if mtime == state["mtime"]:
+            return None
+        state["mtime"] = mtime
+        try:
+            return load_config(path)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("event=config_rejected error=%r", line)
+            return None
+
+    return poll
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime  # follows the ConfigMap's ..data symlink swap
+    except OSError:
+        return 0.0
+
+
+def run(config_path: str, node_name: str | None, kubeconfig: str | None,
+        withdraw_on_exit: bool) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{config_path}: {line}")
+        return 1
+    logs.setup(config.log_format, config.log_level)
+    node = node_name or os.environ.get("NODE_NAME", "")
+    if not node:
+        log.error("event=no_node_name hint=\"pass --node or set NODE_NAME\"")
+        return 2
+
+    # Adapters are imported here so `bgpd check-config` and the CLI stay light.
+    from bgpd.http import HttpServers
+    from bgpd.kernel import KernelMonitor, KernelTable
+    from bgpd.kube import ClusterCache
+    from bgpd.kube.client import KubeClient
+    from bgpd.kube.events import EventRecorder
+    from bgpd.speaker.speaker import Speaker
+
+    client = KubeClient.from_kubeconfig(kubeconfig) if kubeconfig else KubeClient.in_cluster()
+    agent_ref: list[Agent] = []
+
+    def wake(*_args: Any) -> None:
+        if agent_ref:
+            agent_ref[0].wake()
+
+    def speaker_factory(bgp: BgpConfig, router_id: str) -> Speaker:
+        return Speaker(bgp, router_id=router_id, import_config=agent_ref[0].config.import_,
+                       notify=wake, log_level=config.log_level.upper())
+
+    cache = ClusterCache(client, node, notify=wake)
+    recorder = EventRecorder(client, node)
+    kernel = KernelTable(table=config.kernel.table, proto=config.kernel.proto)
+    monitor = KernelMonitor(kernel, notify=wake)
+    agent = Agent(config, node, ClusterPort(cache), speaker_factory, kernel,
+                  EventsPort(recorder), withdraw_on_exit=withdraw_on_exit)
+    agent_ref.append(agent)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("event=signal signal=%s", signal.Signals(signum).name)
+        stop.set()
+        agent.wake()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
+    servers.start()
+    recorder.start()
+    monitor.start()
+    log.info("event=started node=%s debug=%s metrics=%s", node, config.http.debug_address,
+             config.http.metrics_address)
+    agent.wake()
+    try:
+        agent.run(stop, _config_poller(config_path, config))
+    finally:
+        monitor.stop()
+        recorder.stop()
+        servers.stop()
+        client.close()
+    log.info("event=stopped")
+    return 0

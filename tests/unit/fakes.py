@@ -1,0 +1,111 @@
+"""In-memory fakes of the agent's ports (bgpd/ports.py), recording every call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bgpd.model import Announcement, KernelRoute, LearnedRoute, PeerStatus, Snapshot
+
+
+class FakeCluster:
+    def __init__(self, snapshot: Snapshot, healthy: bool = True):
+        self.snap = snapshot
+        self.is_healthy = healthy
+        self.started = self.stopped = False
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        self.stopped = True
+
+    def snapshot(self):
+        return self.snap
+
+    def healthy(self):
+        return self.is_healthy
+
+    def stats(self):
+        return {}
+
+
+class FakeSpeaker:
+    def __init__(self, bgp, router_id):
+        self.bgp, self.router_id = bgp, router_id
+        self.calls: list[tuple] = []
+        self.desired: set[Announcement] = set()
+        self.learned_routes: dict = {}
+        self.started = False
+        self.stopped_with: bool | None = None
+
+    def start(self):
+        self.started = True
+        self.calls.append(("start",))
+
+    def stop(self, withdraw=False):
+        self.stopped_with = withdraw
+        self.calls.append(("stop", withdraw))
+
+    def set_desired(self, announcements):
+        self.desired = set(announcements)
+        self.calls.append(("set_desired", frozenset(str(a.prefix) for a in self.desired)))
+
+    def peers(self):
+        return [PeerStatus(p.address, p.asn, "established", 1.0, len(self.desired))
+                for p in self.bgp.peers]
+
+    def announced(self, peer):
+        return set(self.desired)
+
+    def learned(self) -> dict:
+        return self.learned_routes
+
+    def counters(self):
+        return {"exabgp_restarts": 0}
+
+
+@dataclass
+class SyncResult:
+    failures: list = field(default_factory=list)
+    conflicts: list = field(default_factory=list)
+
+
+class FakeKernel:
+    def __init__(self):
+        self.routes: dict[str, KernelRoute] = {}
+        self.syncs = 0
+        self.closed_with: bool | None = None
+
+    def sync(self, desired):
+        self.syncs += 1
+        self.routes = {str(r.prefix): r for r in desired}
+        return SyncResult()
+
+    def close(self, remove=False):
+        self.closed_with = remove
+
+
+class FakeEvents:
+    def __init__(self):
+        self.events: list[tuple[str, str, str, str, str]] = []
+
+    def record(self, kind, namespace, name, reason, message):
+        self.events.append((kind, namespace, name, reason, message))
+
+
+class Speakers:
+    """A speaker factory remembering every speaker it made."""
+
+    def __init__(self):
+        self.made: list[FakeSpeaker] = []
+
+    def __call__(self, bgp, router_id):
+        speaker = FakeSpeaker(bgp, router_id)
+        self.made.append(speaker)
+        return speaker
+
+
+def learned(peer, prefix, next_hop):
+    import ipaddress
+
+    return LearnedRoute(peer, ipaddress.ip_network(prefix), next_hop)

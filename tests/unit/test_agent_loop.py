@@ -1,0 +1,200 @@
+"""The reconcile loop driven through fakes: event sequences in, speaker/kernel calls out."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+import pytest
+
+from bgpd.agent import Agent
+from bgpd.model import Snapshot
+from tests.unit.fakes import FakeCluster, FakeEvents, FakeKernel, Speakers, learned
+from tests.unit.policy_builders import NODE, config, node, pod, service, snapshot
+
+POD_CIDRS = {"10.244.1.0/24", "fd00:244:1::/64"}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(snap, cfg=None, healthy=True, **kw):
+    speakers, kernel, events, clock = Speakers(), FakeKernel(), FakeEvents(), Clock()
+    cluster = FakeCluster(snap, healthy)
+    agent = Agent(cfg or config(), NODE, cluster, speakers, kernel, events, clock=clock, **kw)
+    return agent, cluster, speakers, kernel, events, clock
+
+
+def externals(n, start=1):
+    return [service(f"s{i}", external_ips=(f"198.51.100.{i}",)) for i in range(start, start + n)]
+
+
+def announced(speakers):
+    return {str(a.prefix) for a in speakers.made[-1].desired}
+
+
+def test_nothing_happens_before_the_first_sync():
+    agent, cluster, speakers, kernel, _, _ = make(snapshot(synced=False))
+    agent.reconcile()
+    assert speakers.made == [] and kernel.syncs == 0
+    assert agent.ready() == (False, "waiting for the first sync with the API server")
+
+
+def test_first_sync_starts_the_speaker_with_the_nodes_peering_and_announces():
+    agent, cluster, speakers, kernel, _, _ = make(snapshot(services=externals(2)))
+    agent.reconcile()
+    assert len(speakers.made) == 1
+    sp = speakers.made[0]
+    assert sp.router_id == "172.20.1.11" and [p.address for p in sp.bgp.peers] == ["10.0.0.1"]
+    assert announced(speakers) == POD_CIDRS | {"198.51.100.1/32", "198.51.100.2/32"}
+    assert agent.ready()[0]
+
+
+def test_a_second_reconcile_with_the_same_input_changes_nothing():
+    snap = snapshot(services=externals(2),
+                    pods=[pod("a", annotations={"bgpd.dev/external-ips": "198.51.100.50"})])
+    agent, cluster, speakers, kernel, _, _ = make(snap)
+    agent.reconcile()
+    calls, syncs = list(speakers.made[0].calls), kernel.syncs
+    agent.reconcile()
+    assert speakers.made[0].calls[len(calls):] == [calls[-1]]  # the same desired set again
+    assert kernel.syncs == syncs == 1
+    assert set(kernel.routes) == {"198.51.100.50/32"}
+
+
+def test_api_outage_holds_everything_even_a_wipe():
+    agent, cluster, speakers, kernel, _, clock = make(snapshot(services=externals(30)))
+    agent.reconcile()
+    before = announced(speakers)
+    cluster.is_healthy = False
+    cluster.snap = snapshot()  # a broken relist showing nothing
+    clock.now += 5
+    agent.reconcile()
+    assert announced(speakers) == before
+    assert agent.ready() == (False, "API server unreachable: holding the last known state")
+    clock.now += 60
+    agent.reconcile()
+    assert announced(speakers) == before
+    assert agent.outage_seconds() == pytest.approx(60)  # noticed at the second round
+
+
+def test_api_outage_still_adds_new_objects_it_knows_of():
+    agent, cluster, speakers, _, _, _ = make(snapshot(services=externals(3)))
+    agent.reconcile()
+    cluster.is_healthy = False
+    cluster.snap = snapshot(services=externals(1, start=10))
+    agent.reconcile()
+    assert "198.51.100.10/32" in announced(speakers) and "198.51.100.1/32" in announced(speakers)
+
+
+def test_unsynced_snapshot_after_a_sync_never_withdraws():
+    agent, cluster, speakers, _, _, _ = make(snapshot(services=externals(3)))
+    agent.reconcile()
+    cluster.snap = dataclasses.replace(snapshot(), synced=False)
+    agent.reconcile()
+    assert "198.51.100.3/32" in announced(speakers)
+
+
+def test_mass_withdrawal_is_held_then_released_after_the_hold_time():
+    agent, cluster, speakers, _, events, clock = make(snapshot(services=externals(30)))
+    agent.reconcile()
+    cluster.snap = snapshot(services=externals(5))
+    clock.now += 1
+    agent.reconcile()
+    assert len(announced(speakers)) == 32  # nothing withdrawn yet
+    assert agent.status.held == 25 and agent.status.holds_total == 1
+    assert [e[3] for e in events.events] == ["WithdrawalsHeld"]
+    clock.now += 29
+    agent.reconcile()
+    assert len(announced(speakers)) == 32
+    clock.now += 1
+    agent.reconcile()
+    assert announced(speakers) == POD_CIDRS | {f"198.51.100.{i}/32" for i in range(1, 6)}
+    assert agent.status.held == 0
+
+
+def test_small_withdrawal_goes_at_once():
+    agent, cluster, speakers, _, _, _ = make(snapshot(services=externals(30)))
+    agent.reconcile()
+    cluster.snap = snapshot(services=externals(29))
+    agent.reconcile()
+    assert "198.51.100.30/32" not in announced(speakers) and agent.status.held == 0
+
+
+def test_flapping_object_converges_to_the_last_state():
+    svc = externals(1)[0]
+    agent, cluster, speakers, _, _, _ = make(snapshot(services=externals(20, start=10) + [svc]))
+    agent.reconcile()
+    for i in range(10):
+        present = i % 2 == 1
+        cluster.snap = snapshot(services=externals(20, start=10) + ([svc] if present else []))
+        agent.reconcile()
+    assert "198.51.100.1/32" in announced(speakers)
+    cluster.snap = snapshot(services=externals(20, start=10))
+    agent.reconcile()
+    assert "198.51.100.1/32" not in announced(speakers)
+
+
+def test_node_labelled_out_withdraws_everything_without_the_guard():
+    agent, cluster, speakers, _, _, _ = make(snapshot(services=externals(30)))
+    agent.reconcile()
+    cluster.snap = snapshot(node(labels={"bgpd.dev/announce": "false"}), services=externals(30))
+    agent.reconcile()
+    assert announced(speakers) == set() and agent.status.held == 0
+
+
+def test_rejections_become_events_on_the_object():
+    snap = snapshot(services=[service("evil", ns="team", external_ips=("192.0.2.10",))])
+    agent, _, _, _, events, _ = make(snap)
+    agent.reconcile()
+    assert ("Service", "team", "evil", "outside-pools",
+            "192.0.2.10: 192.0.2.10/32 lies in no configured pool") in events.events
+    assert agent.status.rejections_by_reason == {"outside-pools": 1}
+
+
+def test_peering_change_restarts_the_speaker_other_changes_do_not():
+    agent, cluster, speakers, _, _, _ = make(snapshot(services=externals(2)))
+    agent.reconcile()
+    agent.apply_config(config(advertise={"cluster_ips": True}))
+    agent.reconcile()
+    assert len(speakers.made) == 1
+    agent.apply_config(config(bgp={"asn": 64512, "peers": [{"address": "10.0.0.2", "asn": 65000}]}))
+    agent.reconcile()
+    assert len(speakers.made) == 2 and speakers.made[0].stopped_with is False
+    assert "198.51.100.1/32" in announced(speakers)
+
+
+def test_learned_routes_are_installed_when_import_is_enabled():
+    cfg = config(**{"import": {"enabled": True, "allow": ["0.0.0.0/0"]}})
+    agent, _, speakers, kernel, _, _ = make(snapshot(), cfg)
+    agent.reconcile()
+    speakers.made[0].learned_routes = {
+        ipaddress.ip_network("0.0.0.0/0"): [learned("10.0.0.1", "0.0.0.0/0", "10.0.0.1"),
+                                            learned("10.0.0.2", "0.0.0.0/0", "10.0.0.2")],
+        ipaddress.ip_network("10.244.1.0/24"): [learned("10.0.0.1", "10.244.1.0/24", "10.0.0.1")],
+    }
+    agent.reconcile()
+    assert set(kernel.routes) == {"0.0.0.0/0"}  # our own pod CIDR is never taken from a peer
+    assert [h.gateway for h in kernel.routes["0.0.0.0/0"].nexthops] == ["10.0.0.1", "10.0.0.2"]
+
+
+def test_shutdown_leaves_routes_by_default_and_withdraws_when_asked():
+    for withdraw in (False, True):
+        agent, cluster, speakers, kernel, _, _ = make(snapshot(), withdraw_on_exit=withdraw)
+        agent.reconcile()
+        agent.shutdown()
+        assert speakers.made[0].stopped_with is withdraw
+        assert kernel.closed_with is withdraw and cluster.stopped
+
+
+def test_no_router_id_is_reported_not_crashed():
+    from bgpd.model import NodeInfo
+
+    agent, cluster, speakers, _, _, _ = make(Snapshot(node=NodeInfo(NODE)))
+    agent.reconcile()
+    assert speakers.made == [] and "router id" in agent.ready()[1]
