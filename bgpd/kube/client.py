@@ -1,0 +1,172 @@
+"""A thin raw-JSON layer over the official ``kubernetes`` client.
+
+The client handles kubeconfig / in-cluster credentials (token refresh included), TLS and
+connection pooling; everything else stays raw: responses are bytes for ``json.loads`` and
+watch streams are iterated line by line, so no ``V1Service``-style model is ever built
+(too slow and too big at 20,000 Services: see BASELINES.md). Every failure surfaces as
+``KubeError`` (``GoneError`` for HTTP 410).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from bgpd.kube.errors import GoneError, KubeError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+"""TCP + TLS connect timeout for every request: the API server is on the node's network."""
+
+REQUEST_READ_TIMEOUT_S = 60.0
+"""Read timeout of a non-watch request (one list page, an Event POST): generous, since a
+page of 500 Services can take a while on a loaded API server."""
+
+MAX_ERROR_BODY = 4096
+"""Bytes of an error response kept for the message (a Status object is small)."""
+
+
+def _from_exception(exc: BaseException, what: str) -> KubeError:
+    """Translate a client/urllib3/socket failure into a KubeError (GoneError for 410)."""
+    if isinstance(exc, KubeError):
+        return exc
+    if isinstance(exc, ApiException):
+        if exc.status == 410:
+            return GoneError(f"{what}: {exc.reason}")
+        return KubeError(f"{what}: HTTP {exc.status} {exc.reason}", status=exc.status or None)
+    return KubeError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _status_message(body: bytes) -> str:
+    """The ``message`` of a Kubernetes Status body, else the body's start."""
+    try:
+        status = json.loads(body)
+        if isinstance(status, dict) and isinstance(status.get("message"), str):
+            return status["message"]
+    except ValueError:
+        pass
+    return body[:200].decode("utf-8", "replace")
+
+
+class KubeClient:
+    """Raw GET/POST/PATCH/watch against the API server, credentials from the official client."""
+
+    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+        self.api = api_client
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> KubeClient:
+        """Client from a kubeconfig file (``None``: $KUBECONFIG or ~/.kube/config)."""
+        try:
+            return cls(k8s_config.new_client_from_config(config_file=path, context=context))
+        except (ConfigException, OSError, ValueError, TypeError) as exc:
+            raise KubeError(f"cannot load kubeconfig {path or '(default)'}: {exc}") from exc
+
+    @classmethod
+    def in_cluster(cls) -> KubeClient:
+        """Client from the Pod's ServiceAccount (token re-read as the kubelet rotates it)."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as exc:
+            raise KubeError(f"not running in a cluster: {exc}") from exc
+        return cls(k8s_client.ApiClient(configuration))
+
+    def close(self) -> None:
+        self.api.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        read_timeout: float = REQUEST_READ_TIMEOUT_S,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send one request; return the undecoded urllib3 response (2xx only).
+
+        The body is not read yet: the caller reads it (``.data``) or streams it.
+        """
+        what = f"{method} {path}"
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            _, url, headers, body, _ = self.api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            rest = self.api.call_api(
+                method,
+                url,
+                header_params=headers,
+                body=body,
+                _request_timeout=(CONNECT_TIMEOUT_S, read_timeout),
+            )
+        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise _from_exception(exc, what) from exc
+        resp = rest.response
+        if 200 <= resp.status <= 299:
+            return resp
+        try:
+            detail = _status_message(resp.read(MAX_ERROR_BODY))
+        except (urllib3.exceptions.HTTPError, OSError):
+            detail = resp.reason or ""
+        finally:
+            discard(resp)
+        if resp.status == 410:
+            raise GoneError(f"{what}: {detail}")
+        raise KubeError(f"{what}: HTTP {resp.status}: {detail}", status=resp.status)
+
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """``request`` and decode the JSON answer."""
+        resp = self.request(method, path, **kwargs)
+        try:
+            return json.loads(resp.data)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise _from_exception(exc, f"{method} {path}") from exc
+        finally:
+            resp.release_conn()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> None:
+        """``request`` when the answer's body is not needed (POST an Event, PATCH ...)."""
+        resp = self.request(method, path, **kwargs)
+        try:
+            resp.drain_conn()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _from_exception(exc, f"{method} {path}") from exc
+        finally:
+            resp.release_conn()
+
+    @staticmethod
+    def lines(resp: urllib3.BaseHTTPResponse, what: str) -> Iterator[bytes]:
+        """The lines of a streamed (watch) response; failures become KubeError."""
+        try:
+            for line in resp:
+                if line.strip():
+                    yield line
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise _from_exception(exc, what) from exc
+
+
+def discard(resp: urllib3.BaseHTTPResponse) -> None:
+    """Give up a response whose body may be unread or broken: close its connection (so no
+    stale bytes are read by the next request on it) and return the slot to the pool."""
+    try:
+        resp.close()
+    finally:
+        resp.release_conn()
