@@ -89,11 +89,63 @@ def _config_poller(path: str, current: Config) -> Callable[[], Config | None]:
     return poll
 
 
-def _mtime(path: str) -> float:
+def _mtime(path: str) -> tuple[float, int]:
     try:
-        return os.stat(path).st_mtime  # follows the ConfigMap's ..data symlink swap
+        st = os.stat(path)  # follows the ConfigMap's ..data symlink swap to the new file
     except OSError:
-        return 0.0
+        return (0.0, 0)
+    return (st.st_mtime, st.st_ino)
+
+
+class Parts:
+    """The agent and the adapters around it, started and stopped together."""
+
+    def __init__(self, agent: Agent, servers: Any, recorder: Any, monitor: Any):
+        self.agent, self.servers, self.recorder, self.monitor = agent, servers, recorder, monitor
+
+    def start(self) -> None:
+        self.servers.start()
+        self.recorder.start()
+        self.monitor.start()
+        self.agent.wake()
+
+    def stop(self) -> None:
+        self.monitor.stop()
+        self.recorder.stop()
+        self.servers.stop()
+
+
+def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = False,
+          netns: str | None = None, timing: Any = None) -> Parts:
+    """Wire the real adapters. ``netns`` puts ExaBGP and the kernel table in a network
+    namespace while the agent itself stays in the caller's (integration tests use it)."""
+    # Adapters are imported here so `bgpd check-config` and the CLI stay light.
+    from bgpd.http import HttpServers
+    from bgpd.kernel import KernelMonitor, KernelTable
+    from bgpd.kube import ClusterCache
+    from bgpd.kube.events import EventRecorder
+    from bgpd.speaker.speaker import Speaker
+
+    agent_ref: list[Agent] = []
+
+    def wake(*_args: Any) -> None:
+        if agent_ref:
+            agent_ref[0].wake()
+
+    def speaker_factory(bgp: BgpConfig, router_id: str) -> Speaker:
+        return Speaker(bgp, router_id=router_id, import_config=agent_ref[0].config.import_,
+                       notify=wake, netns=netns, log_level=config.log_level.upper())
+
+    extra = {"timing": timing} if timing is not None else {}
+    cache = ClusterCache(client, node, notify=wake, **extra)
+    recorder = EventRecorder(client, node)
+    kernel = KernelTable(netns=netns, table=config.kernel.table, proto=config.kernel.proto)
+    monitor = KernelMonitor(kernel, notify=wake)
+    agent = Agent(config, node, ClusterPort(cache), speaker_factory, kernel,
+                  EventsPort(recorder), withdraw_on_exit=withdraw_on_exit)
+    agent_ref.append(agent)
+    servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
+    return Parts(agent, servers, recorder, monitor)
 
 
 def run(config_path: str, node_name: str | None, kubeconfig: str | None,
@@ -110,33 +162,16 @@ def run(config_path: str, node_name: str | None, kubeconfig: str | None,
         log.error("event=no_node_name hint=\"pass --node or set NODE_NAME\"")
         return 2
 
-    # Adapters are imported here so `bgpd check-config` and the CLI stay light.
-    from bgpd.http import HttpServers
-    from bgpd.kernel import KernelMonitor, KernelTable
-    from bgpd.kube import ClusterCache
+    from bgpd.kube import KubeError
     from bgpd.kube.client import KubeClient
-    from bgpd.kube.events import EventRecorder
-    from bgpd.speaker.speaker import Speaker
 
-    client = KubeClient.from_kubeconfig(kubeconfig) if kubeconfig else KubeClient.in_cluster()
-    agent_ref: list[Agent] = []
-
-    def wake(*_args: Any) -> None:
-        if agent_ref:
-            agent_ref[0].wake()
-
-    def speaker_factory(bgp: BgpConfig, router_id: str) -> Speaker:
-        return Speaker(bgp, router_id=router_id, import_config=agent_ref[0].config.import_,
-                       notify=wake, log_level=config.log_level.upper())
-
-    cache = ClusterCache(client, node, notify=wake)
-    recorder = EventRecorder(client, node)
-    kernel = KernelTable(table=config.kernel.table, proto=config.kernel.proto)
-    monitor = KernelMonitor(kernel, notify=wake)
-    agent = Agent(config, node, ClusterPort(cache), speaker_factory, kernel,
-                  EventsPort(recorder), withdraw_on_exit=withdraw_on_exit)
-    agent_ref.append(agent)
-
+    try:
+        client = KubeClient.from_kubeconfig(kubeconfig) if kubeconfig else KubeClient.in_cluster()
+    except KubeError as exc:
+        log.error("event=no_api_client error=%r", str(exc))
+        return 1
+    parts = build(config, node, client, withdraw_on_exit=withdraw_on_exit)
+    agent = parts.agent
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -146,19 +181,13 @@ def run(config_path: str, node_name: str | None, kubeconfig: str | None,
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
-    servers.start()
-    recorder.start()
-    monitor.start()
+    parts.start()
     log.info("event=started node=%s debug=%s metrics=%s", node, config.http.debug_address,
              config.http.metrics_address)
-    agent.wake()
     try:
         agent.run(stop, _config_poller(config_path, config))
     finally:
-        monitor.stop()
-        recorder.stop()
-        servers.stop()
+        parts.stop()
         client.close()
     log.info("event=stopped")
     return 0

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from bgpd.config import Pool
 from bgpd.model import NO_ATTRIBUTES, Attributes, IPNetwork
@@ -24,8 +24,13 @@ CONTENDING = frozenset({reasons.ANNOUNCED, reasons.NO_LOCAL_ENDPOINT, reasons.NO
                         reasons.POD_NOT_READY})
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
+    """One object's wish for one address, and the verdict on it.
+
+    A NamedTuple rather than a frozen dataclass: a full decision builds ~40,000 of these and
+    tuple construction is several times cheaper than a frozen dataclass's __init__.
+    """
+
     value: str  # the address as the object wrote it
     prefix: IPNetwork | None  # None when it did not parse
     use: str
@@ -47,8 +52,7 @@ class Claim:
         return self.reason in reasons.REJECTIONS
 
     def verdict(self, reason: str, detail: str) -> Claim:
-        return Claim(self.value, self.prefix, self.use, self.owner, self.created, reason,
-                     detail, self.pool, self.attributes, self.via, self.key)
+        return self._replace(reason=reason, detail=detail)
 
 
 def pool_for(prefix: IPNetwork, pools: tuple[Pool, ...]) -> Pool | None:

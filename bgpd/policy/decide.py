@@ -144,7 +144,12 @@ class Decider:
                 if seen is not None and seen[0] is svc and key not in changed_services:
                     continue
                 group = self._slices_of.get(key)
-                slices = tuple(group[k] for k in sorted(group)) if group else ()
+                if not group:
+                    slices: tuple[EndpointSliceInfo, ...] = ()
+                elif len(group) == 1:
+                    slices = tuple(group.values())
+                else:  # sorted, so the comparison below does not depend on arrival order
+                    slices = tuple(group[k] for k in sorted(group))
                 if seen is not None and seen[0] is svc and seen[1] == slices:
                     continue
                 inputs[key] = (svc, slices)
@@ -198,6 +203,12 @@ class Decider:
             return
         self._sources[key] = claims
         # Only contending claims can change an outcome; the rest wait in _sources for explain.
+        if len(claims) == 1:  # the common case, kept cheap
+            c = claims[0]
+            if c.key and c.reason in CONTENDING:
+                self._by_prefix.setdefault(c.key, {})[key] = claims
+                dirty.add(c.key)
+            return
         mine: dict[str, list[Claim]] = {}
         for c in claims:
             if c.key and c.reason in CONTENDING:
@@ -212,7 +223,23 @@ class Decider:
         Only claims that passed the node-independent checks contend, oldest first, then by
         owner name, so every node picks the same winner whatever endpoints it runs.
         """
-        claims = [c for cs in self._by_prefix.get(prefix, {}).values() for c in cs]
+        group = self._by_prefix.get(prefix)
+        if group is not None and len(group) == 1:
+            (only,) = group.values()
+            if len(only) == 1 and only[0].use != POD_EXTERNAL_IP:  # one claim: no contest
+                c = only[0]
+                if prefix in self._winners:
+                    del self._winners[prefix]
+                if prefix in self._routes:
+                    del self._routes[prefix]
+                if c.reason == reasons.ANNOUNCED:
+                    old = self._ann.get(prefix)
+                    if old is None or old.attributes != c.attributes:
+                        self._ann[prefix] = Announcement(c.prefix, c.attributes)
+                else:
+                    self._ann.pop(prefix, None)
+                return
+        claims = [c for cs in (group or {}).values() for c in cs]
         contenders: dict[str, float] = {}
         for c in claims:
             if c.reason in CONTENDING and c.use != POD_CIDR:
