@@ -58,7 +58,8 @@ class Agent:
     def __init__(self, config: Config, node_name: str, cluster: Cluster,
                  speaker_factory: SpeakerFactory, kernel: Kernel | None,
                  events: Events | None = None, *, withdraw_on_exit: bool = False,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 after_first_sync: Callable[[], None] | None = None):
         self.config = config
         self.node_name = node_name
         self.cluster = cluster
@@ -67,6 +68,7 @@ class Agent:
         self.withdraw_on_exit = withdraw_on_exit
         self._speaker_factory = speaker_factory
         self._clock = clock
+        self._after_first_sync = after_first_sync
         self._signal = threading.Event()
         self._lock = threading.RLock()  # guards the views below against the HTTP threads
         self._decider = Decider()
@@ -147,8 +149,10 @@ class Agent:
         st = self.status
         st.reconciles += 1
         self._track_api(start)
-        if snap.synced:
+        if snap.synced and not st.ever_synced:
             st.ever_synced = True
+            if self._after_first_sync is not None:
+                self._after_first_sync()
         st.synced = snap.synced
         if not st.ever_synced:
             # Nothing is known yet: announcing from an empty view, or withdrawing because of

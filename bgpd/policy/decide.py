@@ -177,15 +177,21 @@ class Decider:
             old = prev[key]
             changed.add(old.service_key)
             self._slices_of.get(old.service_key, {}).pop(key, None)
+        slices_of = self._slices_of
         for key, sl in slices.items():
             old = prev.get(key)
             if old is sl:
                 continue
-            if old is not None and old.service_key != sl.service_key:
-                self._slices_of.get(old.service_key, {}).pop(key, None)
+            skey = sl.service_key
+            if old is not None and old.service_key != skey:
+                slices_of.get(old.service_key, {}).pop(key, None)
                 changed.add(old.service_key)
-            self._slices_of.setdefault(sl.service_key, {})[key] = sl
-            changed.add(sl.service_key)
+            group = slices_of.get(skey)
+            if group is None:
+                slices_of[skey] = {key: sl}
+            else:
+                group[key] = sl
+            changed.add(skey)
         self._slices = slices
         return changed
 
