@@ -114,6 +114,7 @@ class WatchStats:
     skipped: int = 0  # objects the converter rejected
     last_error: str = ""
     last_error_at: float = 0.0
+    last_ok_at: float = 0.0  # the last list or watch the server accepted: healthy since
 
 
 class Watcher:
@@ -209,6 +210,7 @@ class Watcher:
         self.store.replace(self.resource.kind, items)
         self.store.mark_synced(self.resource.kind)
         self.stats.lists += 1
+        self.stats.last_ok_at = time.time()
         log.info("%s: listed %d objects at resourceVersion %s", self.resource.kind, len(items), rv)
         return rv
 
@@ -238,6 +240,7 @@ class Watcher:
             read_timeout=self.timing.watch_read_timeout_s,
         )
         self._response = resp
+        self.stats.last_ok_at = time.time()
         try:
             if self._stopping.is_set():
                 return rv
