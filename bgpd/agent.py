@@ -148,7 +148,6 @@ class Agent:
         snap = self.cluster.snapshot()
         st = self.status
         st.reconciles += 1
-        self._track_api(start)
         if snap.synced and not st.ever_synced:
             st.ever_synced = True
             if self._after_first_sync is not None:
@@ -158,6 +157,7 @@ class Agent:
             # Nothing is known yet: announcing from an empty view, or withdrawing because of
             # it, would both be wrong. Wait for the first full list.
             return
+        self._track_api(start)
         trusted = snap.synced and st.api_healthy
         self._ensure_speaker(config, snap.node, start)
         decision = self._decider.decide(snap, config, self.node_name)

@@ -34,7 +34,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from bgpd.runner import run
 
-    return run(args.config, args.node, args.kubeconfig, args.withdraw_on_exit)
+    return run(args.config, args.node, args.kubeconfig, args.withdraw_on_exit,
+               netns=args.netns)
 
 
 def _client(name: str):
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--withdraw-on-exit", action="store_true",
                    help="withdraw every announcement on SIGTERM instead of leaving them to "
                         "graceful restart")
+    p.add_argument("--netns", metavar="NAME",
+                   help="run ExaBGP and program routes in this network namespace while the "
+                        "agent itself stays in the current one (labs and benchmarks)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file; print every error")

@@ -159,7 +159,7 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
 
 
 def run(config_path: str, node_name: str | None, kubeconfig: str | None,
-        withdraw_on_exit: bool) -> int:
+        withdraw_on_exit: bool, netns: str | None = None) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -181,7 +181,7 @@ def run(config_path: str, node_name: str | None, kubeconfig: str | None,
     except KubeError as exc:
         log.error("event=no_api_client error=%r", str(exc))
         return 1
-    parts = build(config, node, client, withdraw_on_exit=withdraw_on_exit)
+    parts = build(config, node, client, withdraw_on_exit=withdraw_on_exit, netns=netns)
     agent = parts.agent
     stop = threading.Event()
 
