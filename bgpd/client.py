@@ -103,8 +103,9 @@ def _routes(doc: list, which: str) -> tuple[str, int]:
 def _explain(doc: dict) -> tuple[str, int]:
     if "error" in doc:
         return doc["error"], EXIT_PROBLEM
-    head = f"{doc['target']}: {'ANNOUNCED' if doc['announced'] else 'NOT ANNOUNCED'}"
-    lines = [head]
+    covered = doc.get("note") == "covered by this node's announced pod CIDR"
+    state = "ANNOUNCED" if doc["announced"] else "COVERED" if covered else "NOT ANNOUNCED"
+    lines = [f"{doc['target']}: {state}"]
     if doc.get("note"):
         lines.append(f"  note: {doc['note']}")
     for c in doc["claims"]:
@@ -115,7 +116,6 @@ def _explain(doc: dict) -> tuple[str, int]:
         hops = ", ".join(h.get("gateway") or h.get("device", "") for h in
                          doc["kernel_route"]["nexthops"])
         lines.append(f"  kernel route via {hops}")
-    covered = doc.get("note") == "covered by this node's announced pod CIDR"
     return "\n".join(lines), EXIT_OK if doc["announced"] or covered else EXIT_PROBLEM
 
 

@@ -34,6 +34,11 @@ def _route(r: KernelRoute) -> dict[str, Any]:
     return {"prefix": str(r.prefix), "kind": r.kind, "nexthops": hops}
 
 
+def _by_address(item: tuple[str, Any]) -> tuple[int, int, int]:
+    net = ipaddress.ip_network(item[0])
+    return net.version, int(net.network_address), net.prefixlen
+
+
 def peers(agent: Agent) -> list[dict[str, Any]]:
     speaker = agent.speaker
     if speaker is None:
@@ -74,13 +79,13 @@ def status(agent: Agent) -> dict[str, Any]:
 def routes(agent: Agent, which: str) -> list[dict[str, Any]]:
     views = agent.snapshot_views()
     if which == "kernel":
-        return [_route(r) for _, r in sorted(views["kernel"].items())]
+        return [_route(r) for _, r in sorted(views["kernel"].items(), key=_by_address)]
     if which == "received":
         speaker = agent.speaker
         learned = speaker.learned() if speaker is not None else {}
         return [{"prefix": str(p), "peer": r.peer, "next_hop": r.next_hop, **_attrs(r.attributes)}
                 for p, rs in sorted(learned.items(), key=lambda kv: str(kv[0])) for r in rs]
-    return [_ann(a) for _, a in sorted(views["applied"].items())]
+    return [_ann(a) for _, a in sorted(views["applied"].items(), key=_by_address)]
 
 
 def diff(agent: Agent) -> dict[str, Any]:
