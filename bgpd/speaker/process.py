@@ -1,0 +1,160 @@
+"""ExaBGP as a supervised child: started in the foreground, its output turned into our
+log records, restarted with backoff when it exits unexpectedly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from bgpd.speaker.errors import SpeakerError
+
+log = logging.getLogger("bgpd.speaker.exabgp")
+
+RESTART_BACKOFF_INITIAL = 0.5  # seconds before the first restart
+RESTART_BACKOFF_MAX = 30.0
+RESTART_BACKOFF_FACTOR = 2.0
+# A run this long counts as healthy: the next crash restarts after the initial delay again.
+RESTART_BACKOFF_RESET_AFTER = 60.0
+STOP_GRACE = 5.0  # SIGTERM to SIGKILL
+FIRST_START_TIMEOUT = 30.0
+
+
+# ExaBGP's short log format is "<category> <message>"; these words in it mean trouble.
+_ERROR_WORDS = re.compile(
+    r"\b(error|failure|could not|not understood|invalid|problem|issue)\b", re.I
+)
+_WARNING_WORDS = re.compile(r"\b(closing|notification|down|refused|timeout|stopped)\b", re.I)
+
+
+def log_exabgp_line(line: str) -> int:
+    """Log one ExaBGP output line at a level guessed from its words; returns that level."""
+    level = logging.INFO
+    if _ERROR_WORDS.search(line):
+        level = logging.ERROR
+    elif _WARNING_WORDS.search(line):
+        level = logging.WARNING
+    log.log(level, "%s", line)
+    return level
+
+
+class Supervisor:
+    """Runs ``argv`` until ``stop()``; ``on_exit(returncode)`` after every unexpected exit."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        on_line: Callable[[str], None] | None = None,
+        on_exit: Callable[[int], None] | None = None,
+    ):
+        self.argv = list(argv)
+        self.env = dict(env)
+        self._on_line = on_line
+        self._on_exit = on_exit
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self._first_start = threading.Event()
+        self._first_error: SpeakerError | None = None
+        self._thread = threading.Thread(target=self._run, name="speaker-exabgp", daemon=True)
+
+    def start(self) -> None:
+        """Start ExaBGP; raises SpeakerError if it cannot even be executed."""
+        self._thread.start()
+        self._first_start.wait(FIRST_START_TIMEOUT)
+        if self._first_error is not None:
+            raise self._first_error
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def _spawn(self) -> None:
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # our terminal's ^C must not reach it; we stop it
+            )
+        except OSError as exc:
+            raise SpeakerError(f"cannot start ExaBGP ({' '.join(self.argv)}): {exc}") from exc
+        with self._lock:
+            self._proc = proc
+        log.info("ExaBGP started (pid %d)", proc.pid)
+
+    def _relay_output(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line:
+                continue
+            log_exabgp_line(line)
+            if self._on_line is not None:
+                self._on_line(line)
+
+    def _run(self) -> None:
+        try:
+            self._spawn()
+        except SpeakerError as exc:
+            self._first_error = exc
+            return
+        finally:
+            self._first_start.set()
+        backoff = RESTART_BACKOFF_INITIAL
+        while True:
+            proc = self._proc
+            assert proc is not None
+            started = time.monotonic()
+            self._relay_output(proc)
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - started
+            if ran > RESTART_BACKOFF_RESET_AFTER:
+                backoff = RESTART_BACKOFF_INITIAL
+            log.error("ExaBGP exited with %s after %.1fs; restarting in %.1fs", code, ran, backoff)
+            if self._on_exit is not None:
+                self._on_exit(code)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * RESTART_BACKOFF_FACTOR, RESTART_BACKOFF_MAX)
+            try:
+                self._spawn()
+                self.restarts += 1
+            except SpeakerError as exc:
+                log.error("%s", exc)
+                # keep the dead process as current so the loop waits and retries
+                if self._stopping.wait(backoff):
+                    return
+
+    def signal(self, signum: int) -> None:
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signum)
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop for good: SIGTERM (then SIGKILL after STOP_GRACE) or SIGKILL at once."""
+        self._stopping.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+            try:
+                proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_GRACE)
+        if self._thread.is_alive():
+            self._thread.join(STOP_GRACE)

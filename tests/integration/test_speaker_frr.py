@@ -1,0 +1,273 @@
+"""The speaker against FRR (zebra + bgpd) in network namespaces."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from bgpd.config import ImportConfig, PrefixRule
+from bgpd.model import Attributes
+from tests.integration import routers
+from tests.integration.routers import NODE_V4, NODE_V6, TOR_V4, wait_for
+from tests.integration.speaker_lab import (
+    NODE_AS,
+    ROUTE_TIMEOUT,
+    SESSION_TIMEOUT,
+    ann,
+    bgp_config,
+    established,
+    peers,
+    speaker,
+)
+
+pytestmark = [pytest.mark.integration]
+
+TOR_AS = 65000
+RICH = Attributes(
+    communities=("64512:1", "64512:2"), large_communities=("64512:1:2",), local_pref=200, med=5
+)
+MD5_MISMATCH_OBSERVE = 8.0  # seconds a session with the wrong key must stay down
+GR_TIME = 120
+
+
+def path_of(router: routers.Frr, prefix: str, family: str = "ipv4") -> dict | None:
+    paths = router.vtysh(f"show bgp {family} unicast {prefix} json").get("paths") or []
+    return paths[0] if paths else None
+
+
+def frr_prefixes(router: routers.Frr, family: str = "ipv4") -> set[str]:
+    return set(router.routes(family))
+
+
+def test_ebgp_routes_arrive_with_their_attributes_and_withdrawals_remove_them():
+    with routers.tor_and_node("frr-ebgp") as (tor, node):
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS, NODE_V6: NODE_AS})
+        with routers.frr(tor, conf) as frr, speaker(bgp_config(*peers(TOR_AS)), node) as sp:
+            sp.set_desired(
+                [ann("10.244.1.0/24", RICH), ann("10.244.2.0/24"), ann("fd10:244:1::/64", RICH)]
+            )
+            path = wait_for(
+                lambda: path_of(frr, "10.244.1.0/24"), SESSION_TIMEOUT, "the route at FRR"
+            )
+            assert path["community"]["string"] == "64512:1 64512:2"
+            assert path["largeCommunity"]["string"] == "64512:1:2"
+            assert path["metric"] == 5
+            assert "locPrf" not in path  # LOCAL_PREF is never sent over eBGP
+            assert path["nexthops"][0]["ip"] == NODE_V4
+            path6 = wait_for(
+                lambda: path_of(frr, "fd10:244:1::/64", "ipv6"), ROUTE_TIMEOUT, "the v6 route"
+            )
+            assert path6["community"]["string"] == "64512:1 64512:2"
+            assert path6["nexthops"][0]["ip"] == NODE_V6
+            wait_for(lambda: "10.244.2.0/24" in frr_prefixes(frr), ROUTE_TIMEOUT, "second route")
+
+            sp.set_desired([ann("10.244.1.0/24", RICH)])
+            wait_for(
+                lambda: frr_prefixes(frr) == {"10.244.1.0/24"}, ROUTE_TIMEOUT, "withdrawals at FRR"
+            )
+            wait_for(lambda: not frr_prefixes(frr, "ipv6"), ROUTE_TIMEOUT, "v6 withdrawal at FRR")
+            status = {p.address: p for p in sp.peers()}
+            assert status[TOR_V4].state == "established" and status[TOR_V4].prefixes_sent == 1
+            assert {str(a.prefix) for a in sp.announced(TOR_V4)} == {"10.244.1.0/24"}
+            assert sp.counters()["commands_refused"] == 0
+
+
+def test_ibgp_carries_local_pref():
+    with routers.tor_and_node("frr-ibgp") as (tor, node):
+        conf = routers.frr_config(NODE_AS, {NODE_V4: NODE_AS})
+        with routers.frr(tor, conf) as frr, speaker(bgp_config(peers(NODE_AS)[0]), node) as sp:
+            sp.set_desired([ann("10.244.1.0/24", RICH)])
+            path = wait_for(
+                lambda: path_of(frr, "10.244.1.0/24"), SESSION_TIMEOUT, "the route at FRR"
+            )
+            assert path["locPrf"] == 200
+            assert path["metric"] == 5
+
+
+def _password_file(directory: str, secret: str) -> str:
+    path = os.path.join(directory, "md5")
+    with open(path, "w") as f:
+        f.write(secret + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "ours, matches", [("s3cret-Key", True), ("wrong-key", False)], ids=["matching", "mismatched"]
+)
+def test_md5(ours, matches):
+    with routers.tor_and_node("frr-md5") as (tor, node), tempfile.TemporaryDirectory() as tmp:
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS}, passwords={NODE_V4: "s3cret-Key"})
+        peer = peers(TOR_AS, password_file=_password_file(tmp, ours))[0]
+        with routers.frr(tor, conf) as frr, speaker(bgp_config(peer), node) as sp:
+            if matches:
+                wait_for(lambda: established(sp, TOR_V4), SESSION_TIMEOUT, "an MD5 session")
+                wait_for(
+                    lambda: frr.neighbor_state(NODE_V4) == "Established", ROUTE_TIMEOUT, "FRR side"
+                )
+            else:
+                with pytest.raises(TimeoutError):
+                    wait_for(lambda: established(sp, TOR_V4), MD5_MISMATCH_OBSERVE, "no session")
+                status = sp.peers()[0]
+                assert status.state != "established"
+                assert status.last_error, "the failure must be visible in peer state"
+                assert frr.neighbor_state(NODE_V4) != "Established"
+
+
+def _kernel_has(frr: routers.Frr, prefix: str) -> bool:
+    return any(
+        line.startswith(prefix + " ") and "proto bgp" in line
+        for line in frr.kernel_routes().splitlines()
+    )
+
+
+def test_killed_exabgp_restarts_and_the_peer_keeps_forwarding_meanwhile():
+    with routers.tor_and_node("frr-gr") as (tor, node):
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS})
+        bgp = bgp_config(peers(TOR_AS, graceful_restart=GR_TIME)[0])
+        with routers.frr(tor, conf) as frr, speaker(bgp, node) as sp:
+            sp.set_desired([ann("10.244.1.0/24"), ann("10.244.2.0/24")])
+            wait_for(
+                lambda: _kernel_has(frr, "10.244.2.0/24"), SESSION_TIMEOUT, "routes in FRR's FIB"
+            )
+            first_pid = sp.exabgp_pid()
+            os.kill(first_pid, signal.SIGKILL)
+            # While the session is down, FRR (GR helper) keeps the routes, marked stale, in its FIB.
+            wait_for(
+                lambda: frr.neighbor_state(NODE_V4) != "Established",
+                ROUTE_TIMEOUT,
+                "FRR to see the drop",
+            )
+            assert _kernel_has(frr, "10.244.1.0/24") and _kernel_has(frr, "10.244.2.0/24")
+            stale = path_of(frr, "10.244.1.0/24")
+            assert (
+                stale is None or stale.get("stale") or frr.neighbor_state(NODE_V4) == "Established"
+            )
+            # The desired set changes during the gap; after the restart FRR holds exactly it.
+            sp.set_desired([ann("10.244.1.0/24"), ann("10.244.3.0/24")])
+            wait_for(
+                lambda: sp.exabgp_pid() not in (None, first_pid), ROUTE_TIMEOUT, "ExaBGP restarted"
+            )
+            wait_for(
+                lambda: frr_prefixes(frr) == {"10.244.1.0/24", "10.244.3.0/24"},
+                SESSION_TIMEOUT,
+                "FRR's RIB back to the desired set",
+            )
+            wait_for(
+                lambda: not _kernel_has(frr, "10.244.2.0/24"), ROUTE_TIMEOUT, "stale route flushed"
+            )
+            assert not path_of(frr, "10.244.1.0/24").get("stale")
+            assert sp.counters()["exabgp_restarts"] >= 1
+
+
+def test_a_restarted_peer_gets_the_whole_desired_set_back():
+    with routers.tor_and_node("frr-peer-restart") as (tor, node):
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS})
+        wanted = {f"10.244.{i}.0/24" for i in range(20)}
+        with routers.frr(tor, conf) as frr, speaker(bgp_config(peers(TOR_AS)[0]), node) as sp:
+            sp.set_desired([ann(p) for p in wanted])
+            wait_for(lambda: frr_prefixes(frr) == wanted, SESSION_TIMEOUT, "routes at FRR")
+            frr.kill_bgpd()
+            wait_for(
+                lambda: not established(sp, TOR_V4), SESSION_TIMEOUT, "the speaker to see the drop"
+            )
+            frr.start_bgpd()
+            wait_for(lambda: frr_prefixes(frr) == wanted, SESSION_TIMEOUT, "routes back at FRR")
+            assert sp.wait_synced(ROUTE_TIMEOUT)
+
+
+def test_routes_beyond_the_import_policy_are_not_learned():
+    networks = [f"172.16.{i}.0/24" for i in range(8)] + ["192.0.2.0/24"]
+    with routers.tor_and_node("frr-import") as (tor, node):
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS}, networks=networks)
+        policy = ImportConfig(
+            enabled=True, allow=(PrefixRule(ann("172.16.0.0/16").prefix, 16, 32),), max_prefixes=5
+        )
+        with (
+            routers.frr(tor, conf),
+            speaker(bgp_config(peers(TOR_AS)[0]), node, import_config=policy) as sp,
+        ):
+            wait_for(
+                lambda: sp.peers()[0].prefixes_received == len(networks),
+                SESSION_TIMEOUT,
+                "all received",
+            )
+            learned = sp.learned()
+            assert len(learned) == 5
+            assert all(str(p).startswith("172.16.") for p in learned)
+            assert all(
+                r.next_hop == TOR_V4 and r.peer == TOR_V4
+                for routes in learned.values()
+                for r in routes
+            )
+            assert sp.counters()["routes_refused_import"] == 3
+            assert "max_prefixes" in sp.peers()[0].last_error
+
+
+@pytest.mark.parametrize(
+    "withdraw", [False, True], ids=["routes left to graceful restart", "routes withdrawn"]
+)
+def test_stop(withdraw):
+    with routers.tor_and_node("frr-stop") as (tor, node):
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS})
+        bgp = bgp_config(peers(TOR_AS, graceful_restart=GR_TIME)[0])
+        with routers.frr(tor, conf) as frr:
+            with speaker(bgp, node) as sp:
+                sp.set_desired([ann("10.244.1.0/24")])
+                wait_for(
+                    lambda: _kernel_has(frr, "10.244.1.0/24"), SESSION_TIMEOUT, "route in FRR's FIB"
+                )
+                sp.stop(withdraw=withdraw)
+            wait_for(
+                lambda: frr.neighbor_state(NODE_V4) != "Established",
+                ROUTE_TIMEOUT,
+                "session closed",
+            )
+            if withdraw:
+                assert not frr_prefixes(frr)
+            else:
+                assert path_of(frr, "10.244.1.0/24").get("stale")
+                assert _kernel_has(frr, "10.244.1.0/24")
+
+
+AGENT_SCRIPT = """
+import sys, time
+from bgpd.config import BgpConfig, PeerConfig
+from bgpd.speaker import Speaker
+sp = Speaker(BgpConfig(asn=64512, router_id="10.0.0.2", peers=(PeerConfig("10.0.0.1", 65000),)), netns=sys.argv[1])
+sp.start()
+deadline = time.monotonic() + 20
+while sp.counters().get("exabgp_exits") == 0 and sp._api.current is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(sp.exabgp_pid(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_agent_leaves_no_exabgp_behind():
+    with routers.tor_and_node("orphan") as (_, node):
+        agent = subprocess.Popen(
+            [sys.executable, "-c", AGENT_SCRIPT, node], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            pid = int(agent.stdout.readline())
+            agent.kill()
+            agent.wait()
+
+            def gone() -> bool:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        return (
+                            f.read().split()[2] == "Z"
+                        )  # reparented zombies may wait for a reaper
+                except FileNotFoundError:
+                    return True
+
+            wait_for(gone, ROUTE_TIMEOUT, "ExaBGP to exit with its agent")
+        finally:
+            if agent.poll() is None:
+                agent.kill()

@@ -1,0 +1,125 @@
+"""Per-peer views, diffs and ExaBGP command lines (bgpd.speaker.routes)."""
+
+import ipaddress
+
+import pytest
+
+from bgpd.model import NO_ATTRIBUTES, Announcement, Attributes
+from bgpd.speaker.routes import (
+    DesiredIndex,
+    PeerTarget,
+    commands,
+    diff,
+    diff_prefixes,
+    eor_command,
+    peer_view,
+    resolve,
+)
+
+EBGP = PeerTarget("10.0.0.1", ibgp=False, local_address="10.0.0.2")
+IBGP = PeerTarget("10.0.0.1", ibgp=True, local_address="10.0.0.2")
+NO_LOCAL = PeerTarget("10.0.0.1", ibgp=False, local_address=None)
+V4_ONLY = PeerTarget("10.0.0.1", ibgp=False, local_address="10.0.0.2", families=("ipv4-unicast",))
+RICH = Attributes(
+    communities=("65000:1", "65000:2"), large_communities=("65000:1:2",), local_pref=200, med=10
+)
+
+
+def ann(prefix, attrs=NO_ATTRIBUTES, next_hop=None):
+    return Announcement(ipaddress.ip_network(prefix), attrs, next_hop)
+
+
+@pytest.mark.parametrize(
+    "target, route, expected_next_hop, expected_local_pref",
+    [
+        (EBGP, ann("10.1.0.0/24", RICH), "10.0.0.2", None),
+        (IBGP, ann("10.1.0.0/24", RICH), "10.0.0.2", 200),
+        (NO_LOCAL, ann("10.1.0.0/24"), "self", None),
+        (EBGP, ann("10.1.0.0/24", next_hop="10.0.0.9"), "10.0.0.9", None),
+        (EBGP, ann("fd00:1::/64"), "self", None),
+    ],
+    ids=[
+        "ebgp peers never get local-pref and get our local address as next hop",
+        "ibgp peers keep local-pref",
+        "without a local address the next hop is ExaBGP's self",
+        "an explicit next hop is kept",
+        "an ipv6 route over an ipv4 session falls back to self",
+    ],
+)
+def test_resolve(target, route, expected_next_hop, expected_local_pref):
+    out = resolve(route, target)
+    assert out.next_hop == expected_next_hop
+    assert out.attributes.local_pref == expected_local_pref
+    assert out.attributes.communities == route.attributes.communities
+
+
+def test_a_session_without_the_family_gets_nothing_of_it():
+    assert resolve(ann("fd00:1::/64"), V4_ONLY) is None
+    assert peer_view([ann("fd00:1::/64"), ann("10.1.0.0/24")], V4_ONLY).keys() == {
+        ipaddress.ip_network("10.1.0.0/24")
+    }
+
+
+def test_two_claims_on_one_prefix_resolve_the_same_whatever_the_order():
+    a, b = ann("10.1.0.0/24", Attributes(med=1)), ann("10.1.0.0/24", Attributes(med=2))
+    assert peer_view([a, b], EBGP) == peer_view([b, a], EBGP)
+
+
+def test_diff_announces_changes_and_withdraws_what_is_gone():
+    old = peer_view([ann("10.1.0.0/24"), ann("10.2.0.0/24"), ann("10.3.0.0/24", RICH)], EBGP)
+    new = peer_view([ann("10.1.0.0/24"), ann("10.3.0.0/24"), ann("10.4.0.0/24")], EBGP)
+    to_announce, to_withdraw = diff(new, old)
+    assert sorted(str(a.prefix) for a in to_announce) == ["10.3.0.0/24", "10.4.0.0/24"]
+    assert [str(a.prefix) for a in to_withdraw] == ["10.2.0.0/24"]
+    assert diff(new, new) == ([], [])  # applying twice changes nothing
+
+
+def test_index_updates_incrementally_to_the_same_view_as_a_rebuild():
+    index = DesiredIndex()
+    first = frozenset(ann(f"10.0.{i}.0/24") for i in range(50))
+    index.update(first)
+    second = frozenset(list(first)[:40] + [ann("10.9.0.0/24", RICH)])
+    changed = index.update(second)
+    assert len(changed) == 11
+    assert index.view(EBGP) == peer_view(second, EBGP)
+    current = peer_view(first, EBGP)
+    incremental = diff_prefixes(index.view(EBGP, changed), current, changed)
+    full = diff(index.view(EBGP), current)
+    assert [set(part) for part in incremental] == [set(part) for part in full]
+    assert index.update(second) == set()
+
+
+def test_commands_group_by_attributes_and_next_hop_many_prefixes_a_line():
+    routes = [ann(f"10.0.{i}.0/24") for i in range(5)] + [
+        ann("10.9.0.0/24", RICH),
+        ann("fd00:1::/64", next_hop="fd00::2"),
+    ]
+    view = peer_view(routes, IBGP)
+    lines = [c.line for c in commands("10.0.0.1", view.values(), [], max_per_command=3)]
+    assert lines == [
+        "neighbor 10.0.0.1 announce attributes next-hop 10.0.0.2 origin igp med 10 local-preference 200 "
+        "community [ 65000:1 65000:2 ] large-community [ 65000:1:2 ] nlri 10.9.0.0/24",
+        "neighbor 10.0.0.1 announce attributes next-hop 10.0.0.2 origin igp nlri 10.0.0.0/24 10.0.1.0/24 10.0.2.0/24",
+        "neighbor 10.0.0.1 announce attributes next-hop 10.0.0.2 origin igp nlri 10.0.3.0/24 10.0.4.0/24",
+        "neighbor 10.0.0.1 announce attributes next-hop fd00::2 origin igp nlri fd00:1::/64",
+    ]
+
+
+def test_withdrawals_come_after_announcements_and_carry_the_routes():
+    out = commands(
+        "10.0.0.1",
+        [ann("10.1.0.0/24", next_hop="10.0.0.2")],
+        [ann("10.2.0.0/24", RICH, "10.0.0.2")],
+    )
+    assert [c.line for c in out] == [
+        "neighbor 10.0.0.1 announce attributes next-hop 10.0.0.2 origin igp nlri 10.1.0.0/24",
+        "neighbor 10.0.0.1 withdraw attributes next-hop 10.0.0.2 nlri 10.2.0.0/24",
+    ]
+    assert out[0].announced and not out[0].withdrawn
+    assert out[1].withdrawn and not out[1].announced
+
+
+def test_eor_command():
+    assert (
+        eor_command("fd00::1", "ipv6-unicast").line == "neighbor fd00::1 announce eor ipv6 unicast"
+    )
