@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bgpd.config import BgpConfig, Config
+from bgpd.config import Config
 from bgpd.model import Announcement, KernelRoute, NextHop
 from bgpd.policy import reasons
 from bgpd.policy.decide import Decider, Decision
 from bgpd.policy.guard import guard_withdrawals
 from bgpd.policy.peers import peering_for
-from bgpd.ports import Cluster, Events, Kernel, Speaker, SpeakerFactory
+from bgpd.ports import Cluster, Events, Kernel, SpeakerFactory
+from bgpd.speakers import SpeakerSet, split
 
 log = logging.getLogger("bgpd.agent")
 
@@ -72,8 +73,7 @@ class Agent:
         self._signal = threading.Event()
         self._lock = threading.RLock()  # guards the views below against the HTTP threads
         self._decider = Decider()
-        self.speaker: Speaker | None = None
-        self._speaker_key: tuple[BgpConfig, str] | None = None
+        self.speaker = SpeakerSet(speaker_factory)
         self._speaker_retry_at = 0.0
         self.decision: Decision | None = None
         self.applied: dict[str, Announcement] = {}  # what the speaker was last told
@@ -135,8 +135,7 @@ class Agent:
         try:
             self.cluster.stop()
         finally:
-            if self.speaker is not None:
-                self.speaker.stop(withdraw=withdraw)
+            self.speaker.stop(withdraw=withdraw)
             if self.kernel is not None:
                 self.kernel.close(remove=withdraw)
 
@@ -165,8 +164,7 @@ class Agent:
                                     intended=decision.node_opted_out, now=start,
                                     holding_since=self._holding_since, safety=config.safety)
         self._note_hold(verdict.held, verdict.reason, verdict.holding_since)
-        if self.speaker is not None:
-            self.speaker.set_desired(verdict.announce.values())
+        self.speaker.set_desired(verdict.announce.values())
         kernel_wanted = self._kernel_routes(decision, config)
         if not trusted:  # keep installed routes too while the cluster view is in doubt
             kernel_wanted = {**self.kernel_applied, **kernel_wanted}
@@ -207,37 +205,21 @@ class Agent:
         if peering.router_id is None:
             self.status.speaker_error = "no router id: set bgp.router_id or give the Node an IPv4 InternalIP"
             return
-        bgp = replace(config.bgp, asn=peering.asn, peers=peering.peers)
-        key = (bgp, peering.router_id)
-        if key == self._speaker_key and self.speaker is not None:
-            return
         if now < self._speaker_retry_at:
             return
-        if self.speaker is not None:
-            log.info("event=peering_changed action=\"restarting the BGP speaker\"")
-            self.speaker.stop(withdraw=False)
-            self.speaker = None
-            self.applied = {}
-        if not bgp.peers:
-            self.status.speaker_error = "no BGP peers selected for this node"
-            self._speaker_key = key
-            return
-        try:
-            speaker = self._speaker_factory(bgp, peering.router_id)
-            speaker.start()
-        except Exception as exc:
-            self.status.speaker_error = f"{type(exc).__name__}: {exc}"
-            log.error("event=speaker_start_failed error=%r", str(exc))
+        bgp = replace(config.bgp, asn=peering.asn, peers=peering.peers)
+        errors = self.speaker.converge(split(bgp, peering.router_id))
+        if errors:
+            for line in errors:
+                log.error("event=speaker_start_failed error=%r", line)
             self._speaker_retry_at = now + RESTART_BACKOFF_SECONDS
             self._signal.set()
-            return
-        self.speaker = speaker
-        self._speaker_key = key
-        self.status.speaker_error = ""
+        self.status.speaker_error = "; ".join(errors) or (
+            "" if bgp.peers else "no BGP peers selected for this node")
 
     def _kernel_routes(self, decision: Decision, config: Config) -> dict[str, KernelRoute]:
         routes = dict(decision.kernel_routes)
-        if config.import_.enabled and self.speaker is not None:
+        if config.import_.enabled:
             for prefix, learned in self.speaker.learned().items():
                 key = str(prefix)
                 if key in routes or key in decision.announcements:

@@ -198,3 +198,47 @@ def test_no_router_id_is_reported_not_crashed():
     agent, cluster, speakers, _, _, _ = make(Snapshot(node=NodeInfo(NODE)))
     agent.reconcile()
     assert speakers.made == [] and "router id" in agent.ready()[1]
+
+
+def test_changing_one_peer_leaves_the_other_session_alone():
+    two = {"bgp": {"asn": 64512, "peers": [{"address": "10.0.0.1", "asn": 65000},
+                                            {"address": "10.0.0.2", "asn": 65000}]}}
+    agent, _, speakers, _, _, _ = make(snapshot(services=externals(2)), config(**two))
+    agent.reconcile()
+    first, second = speakers.made
+    assert [p.address for p in first.bgp.peers] == ["10.0.0.1"]
+    changed = {"bgp": {"asn": 64512, "peers": [{"address": "10.0.0.1", "asn": 65000},
+                                                {"address": "10.0.0.2", "asn": 65099}]}}
+    agent.apply_config(config(**changed))
+    agent.reconcile()
+    assert first.stopped_with is None, "the unchanged peer's speaker was restarted"
+    assert second.stopped_with is False and len(speakers.made) == 3
+    assert speakers.made[2].bgp.peers[0].asn == 65099
+    assert {str(a.prefix) for a in speakers.made[2].desired} == announced(speakers)
+    assert len(agent.speaker.peers()) == 2
+
+
+def test_a_speaker_that_fails_to_start_is_retried_and_reported():
+    class Failing(Speakers):
+        fail = True
+
+        def __call__(self, bgp, router_id):
+            speaker = super().__call__(bgp, router_id)
+            if self.fail:
+                def boom():
+                    raise RuntimeError("exabgp missing")
+                speaker.start = boom
+            return speaker
+
+    speakers = Failing()
+    cluster = FakeCluster(snapshot(services=externals(1)))
+    clock = Clock()
+    agent = Agent(config(), NODE, cluster, speakers, FakeKernel(), FakeEvents(), clock=clock)
+    agent.reconcile()
+    assert "exabgp missing" in agent.ready()[1] and len(agent.speaker) == 0
+    speakers.fail = False
+    agent.reconcile()  # within the backoff: no retry yet
+    assert len(speakers.made) == 1
+    clock.now += 6
+    agent.reconcile()
+    assert len(agent.speaker) == 1 and agent.ready()[0]

@@ -1,0 +1,103 @@
+"""One BGP speaker per peer, seen by the agent as one.
+
+Each peer gets its own ExaBGP process, so changing or adding one peer in the config
+restarts that peer's session only: every other session stays up (MetalLB #1944, #2049:
+config changes must not flap unrelated sessions). The cost is one small ExaBGP process per
+peer (~32 MB RSS at 100,000 prefixes; nodes usually have two ToRs). When the agent listens
+for passive peers (bgp.listen_port) one process must own the port, so all peers share one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import replace
+
+from bgpd.config import BgpConfig
+from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus
+from bgpd.ports import Speaker, SpeakerFactory
+
+log = logging.getLogger("bgpd.speakers")
+
+Spec = tuple[BgpConfig, str]  # what one speaker runs: its BGP config and router id
+
+
+def split(bgp: BgpConfig, router_id: str) -> dict[str, Spec]:
+    """The speakers a peering needs, keyed by a stable name."""
+    if bgp.listen_port or len(bgp.peers) <= 1:
+        return {"all": (bgp, router_id)} if bgp.peers else {}
+    return {f"{p.address}:{p.port}": (replace(bgp, peers=(p,)), router_id) for p in bgp.peers}
+
+
+class SpeakerSet:
+    """Implements the Speaker port over several speakers; ``converge`` changes the members."""
+
+    def __init__(self, factory: SpeakerFactory):
+        self._factory = factory
+        self._members: dict[str, tuple[Spec, Speaker]] = {}
+        self._desired: frozenset[Announcement] = frozenset()
+
+    def converge(self, specs: dict[str, Spec]) -> list[str]:
+        """Stop members whose spec changed or went away, start the missing ones.
+
+        Returns one error line per speaker that failed to start (retried next time)."""
+        for name in list(self._members):
+            spec, speaker = self._members[name]
+            if specs.get(name) != spec:
+                log.info("event=speaker_stop name=%s reason=%s", name,
+                         "changed" if name in specs else "removed")
+                speaker.stop(withdraw=False)
+                del self._members[name]
+        errors = []
+        for name, spec in specs.items():
+            if name in self._members:
+                continue
+            try:
+                speaker = self._factory(*spec)
+                speaker.start()
+            except Exception as exc:  # a speaker that cannot start is reported, not fatal
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                continue
+            speaker.set_desired(self._desired)
+            self._members[name] = (spec, speaker)
+            log.info("event=speaker_start name=%s", name)
+        return errors
+
+    def start(self) -> None:
+        """Members start in ``converge``."""
+
+    def stop(self, withdraw: bool = False) -> None:
+        for _, speaker in self._members.values():
+            speaker.stop(withdraw=withdraw)
+        self._members.clear()
+
+    def set_desired(self, announcements: Iterable[Announcement]) -> None:
+        self._desired = frozenset(announcements)
+        for _, speaker in self._members.values():
+            speaker.set_desired(self._desired)
+
+    def peers(self) -> list[PeerStatus]:
+        return [p for _, s in self._members.values() for p in s.peers()]
+
+    def announced(self, peer: str) -> set[Announcement]:
+        for (bgp, _), speaker in self._members.values():
+            if any(p.address == peer for p in bgp.peers):
+                return speaker.announced(peer)
+        return set()
+
+    def learned(self) -> dict[IPNetwork, list[LearnedRoute]]:
+        merged: dict[IPNetwork, list[LearnedRoute]] = {}
+        for _, speaker in self._members.values():
+            for prefix, routes in speaker.learned().items():
+                merged.setdefault(prefix, []).extend(routes)
+        return merged
+
+    def counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for _, speaker in self._members.values():
+            for key, value in speaker.counters().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def __len__(self) -> int:
+        return len(self._members)
