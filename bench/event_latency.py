@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from agent_scale import post_all  # noqa: E402
 
 from tests.controlplane.controlplane import ControlPlane, free_port  # noqa: E402
+from tests.integration.kube_fixtures import create_node  # noqa: E402
 from tests.integration.routers import NODE_V4, TOR_V4, frr, frr_config, tor_and_node  # noqa: E402
 
 TOR_AS, NODE_AS = 65000, 64512
@@ -117,12 +118,7 @@ def main() -> None:
         stack.callback(cp.close)
         tor, node = stack.enter_context(tor_and_node("latency"))
         router = stack.enter_context(frr(tor, frr_config(TOR_AS, {NODE_V4: NODE_AS})))
-        cp.api("POST", "/api/v1/nodes", {
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
-            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}})
-        cp.api("PATCH", f"/api/v1/nodes/{NODE}/status",
-               {"status": {"addresses": [{"type": "InternalIP", "address": NODE_V4}]}},
-               content_type="application/merge-patch+json")
+        create_node(cp, NODE, NODE_V4, "10.244.1.0/24")
         started = time.monotonic()
         post_all(cp, (service(i) for i in range(n)))
         load_s = time.monotonic() - started

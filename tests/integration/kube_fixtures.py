@@ -93,6 +93,16 @@ def node_body(name: str, labels: dict | None = None) -> dict:
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}}}
 
 
+def create_node(cp: ControlPlane, name: str, address: str, pod_cidr: str) -> None:
+    """A Node as a kubelet would leave it: pod CIDR set, InternalIP in its status."""
+    cp.api("POST", "/api/v1/nodes", {
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}})
+    cp.api("PATCH", f"/api/v1/nodes/{name}/status",
+           {"status": {"addresses": [{"type": "InternalIP", "address": address}]}},
+           content_type="application/merge-patch+json")
+
+
 def pod_body(namespace: str, name: str, node: str, labels: dict | None = None) -> dict:
     return {
         "apiVersion": "v1",

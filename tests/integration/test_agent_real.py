@@ -20,7 +20,7 @@ from bgpd.config import parse_config
 from bgpd.kube.client import KubeClient
 from bgpd.runner import build
 from tests.controlplane.controlplane import free_port
-from tests.integration.kube_fixtures import eventually, start_control_plane
+from tests.integration.kube_fixtures import create_node, eventually, start_control_plane
 from tests.integration.routers import NODE_V4, TOR_V4, frr, frr_config, tor_and_node
 
 pytestmark = pytest.mark.integration
@@ -52,12 +52,7 @@ def world():
         conf = frr_config(TOR_AS, {NODE_V4: NODE_AS},
                           extra=f" bgp graceful-restart\n bgp graceful-restart restart-time {GR_SECONDS}")
         router = stack.enter_context(frr(tor, conf))
-        cp.api("POST", "/api/v1/nodes", {
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
-            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}})
-        cp.api("PATCH", f"/api/v1/nodes/{NODE}/status",
-               {"status": {"addresses": [{"type": "InternalIP", "address": NODE_V4}]}},
-               content_type="application/merge-patch+json")
+        create_node(cp, NODE, NODE_V4, "10.244.1.0/24")
         yield cp, tor, node, router
 
 
