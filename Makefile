@@ -48,7 +48,7 @@ test: deps venv controlplane lint
 	exit $$rc
 
 lab: deps venv controlplane
-	$(BIN)/bgpd lab up lab/single-tor.clab.yml
+	$(BIN)/bgpd lab up lab/single-tor.clab.yml --with-examples
 
 lab-down: venv
 	$(BIN)/bgpd lab down lab/single-tor.clab.yml

@@ -1,0 +1,287 @@
+"""End to end on the single-tor lab: client -> tor1 -> node -> pod with no NAT, announcements
+at the ToR following Kubernetes state, agent failure and restart, API server outage, and a
+clean `lab down`.
+
+One lab for the whole module (brought up once, always brought down). Tests run in file order
+and build on each other only through the lab; each cleans up the objects it made. Every wait
+polls against a deadline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bgpd.lab.runner import FRR_RUN, HOLD_TIME, REGISTRY, agent_available
+from bgpd.lab.system import netns_list
+
+from .labtools import CLIENT_IP, SINGLE_TOR, LabHandle, lab_cli, wait_for
+
+pytestmark = pytest.mark.e2e
+
+NODE_IP = {"node1": "172.20.1.2", "node2": "172.20.2.2"}
+POD_CIDR = {"node1": "10.244.1.0/24", "node2": "10.244.2.0/24"}
+SESSION_TIMEOUT = 30  # agent start + BGP session establishment
+ROUTE_TIMEOUT = 20  # a Kubernetes change reaching the ToR's FIB
+
+
+def _requirements() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for tool in ("/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/bin/vtysh"):
+        if not os.path.exists(tool):
+            return f"{tool} missing (make deps)"
+    try:
+        from bgpd.lab.runner import _controlplane_module
+
+        _controlplane_module().find_binaries()
+    except Exception as exc:  # noqa: BLE001 - any reason means: cannot run here
+        return f"control plane not built: {exc}"
+    ok, why = agent_available()
+    if not ok:
+        return f"the agent is needed: {why}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab():
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    lab_cli("down", str(SINGLE_TOR))  # leftovers of an interrupted run
+    started = time.monotonic()
+    try:
+        done = lab_cli("up", str(SINGLE_TOR))
+        assert done.returncode == 0, f"lab up failed:\n{done.stderr}"
+        assert done.stdout.strip().splitlines()[-1].endswith("clab-single-tor/kubeconfig")
+        handle = LabHandle()
+        for node, ip in NODE_IP.items():
+            wait_for(lambda ip=ip: handle.neighbor_state(ip) == "Established",
+                     SESSION_TIMEOUT, f"BGP session tor1-{node}")
+        for node, cidr in POD_CIDR.items():
+            wait_for(lambda cidr=cidr, node=node: handle.next_hops(cidr) == {NODE_IP[node]},
+                     ROUTE_TIMEOUT, f"{cidr} via {node} at tor1")
+        print(f"lab up and converged in {time.monotonic() - started:.1f} s")
+        yield handle
+    finally:
+        if os.environ.get("BGPD_E2E_KEEP_LAB") != "1":  # keep it to look at a failure
+            lab_cli("down", str(SINGLE_TOR))
+
+
+def test_up_is_idempotent(lab):
+    before = {k: (r["pid"], r["start"]) for k, r in lab.lab.procs.items()}
+    done = lab_cli("up", str(SINGLE_TOR))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(lab.lab.kubeconfig)
+    lab.refresh()
+    assert {k: (r["pid"], r["start"]) for k, r in lab.lab.procs.items()} == before
+    assert "restarted" not in done.stderr
+
+
+def test_status_lists_the_lab(lab):
+    done = lab_cli("status")
+    assert "lab single-tor" in done.stdout
+    for ns in ("clab-single-tor-tor1", "clab-single-tor-node1", "clab-single-tor-client"):
+        assert ns in done.stdout
+    assert "DEAD" not in done.stdout
+
+
+def test_no_lab_namespace_routes_to_the_host(lab):
+    for node in lab.topo.nodes:
+        routes = lab.ns_run(node, "ip", "-4", "route", "show", "table", "all").stdout
+        assert not re.search(r"^default ", routes, re.M), f"{node} has a default route"
+        for line in routes.splitlines():
+            dst = line.split()[0]
+            assert not dst.startswith(("127.", "broadcast", "local")) or "table local" in line
+
+
+def test_pod_ips_answer_without_nat(lab):
+    lab.create_pod("nat-a", "node1", labels={"test": "nat"})
+    lab.create_pod("nat-b", "node2", labels={"test": "nat"})
+    try:
+        for name, node in (("nat-a", "node1"), ("nat-b", "node2")):
+            ip = lab.wait_pod_ip(name)
+            assert ipaddress.ip_address(ip) in ipaddress.ip_network(POD_CIDR[node])
+            reply = wait_for(lambda ip=ip: lab.echo(ip), 10, f"echo from {name}")
+            assert reply["line"] == CLIENT_IP, "the pod saw a translated source (SNAT)"
+            assert reply["peer"] == ip, "the client talked to another address (DNAT)"
+            assert reply["local"] == CLIENT_IP
+    finally:
+        lab.delete_pod("nat-a", wait=False)
+        lab.delete_pod("nat-b")
+
+
+def test_pod_external_ip_ecmp_and_withdraw(lab):
+    eip = "198.51.100.20"
+    prefix = f"{eip}/32"
+    ann = {"bgpd.dev/external-ips": eip}
+    lab.create_pod("ext-1", "node1", annotations=ann)
+    lab.create_pod("ext-2", "node2", annotations=ann)
+    try:
+        lab.wait_pod_ip("ext-1")
+        lab.wait_pod_ip("ext-2")
+        wait_for(lambda: lab.next_hops(prefix) == set(NODE_IP.values()), ROUTE_TIMEOUT,
+                 f"{prefix} with two ECMP next hops at tor1")
+        reply = lab.echo(eip)
+        assert reply == {"line": CLIENT_IP, "peer": eip, "local": CLIENT_IP}
+        lab.delete_pod("ext-1")
+        wait_for(lambda: lab.next_hops(prefix) == {NODE_IP["node2"]}, ROUTE_TIMEOUT,
+                 f"{prefix} only via node2 after deleting the node1 pod")
+        assert lab.echo(eip)["line"] == CLIENT_IP
+    finally:
+        lab.delete_pod("ext-1", wait=False)
+        lab.delete_pod("ext-2")
+    wait_for(lambda: prefix not in lab.bgp_routes(), ROUTE_TIMEOUT, f"{prefix} withdrawn")
+
+
+def test_service_external_ip_local_follows_ready_endpoints(lab):
+    eip = "198.51.100.10"
+    prefix = f"{eip}/32"
+    lab.create_pod("web-1", "node1", labels={"app": "web"})
+    lab.create_service("web", {"app": "web"}, [eip], local=True)
+    try:
+        lab.wait_pod_ip("web-1")
+        wait_for(lambda: lab.next_hops(prefix) == {NODE_IP["node1"]}, ROUTE_TIMEOUT,
+                 f"{prefix} only via node1 (the node with the ready endpoint)")
+        # node2 has no endpoint: it must never have announced the address
+        paths = lab.bgp_routes().get(prefix, [])
+        assert {p.get("peerId") for p in paths} <= {NODE_IP["node1"]}
+        lab.set_ready("web-1", False)
+        wait_for(lambda: prefix not in lab.bgp_routes(), ROUTE_TIMEOUT,
+                 f"{prefix} withdrawn when its only endpoint is not ready")
+        lab.set_ready("web-1", True)
+        wait_for(lambda: lab.next_hops(prefix) == {NODE_IP["node1"]}, ROUTE_TIMEOUT,
+                 f"{prefix} back when the endpoint is ready again")
+    finally:
+        lab.kube.delete("/api/v1/namespaces/default/services/web")
+        lab.delete_pod("web-1")
+    wait_for(lambda: prefix not in lab.bgp_routes(), ROUTE_TIMEOUT, f"{prefix} withdrawn")
+
+
+def test_external_ip_outside_the_pools_is_refused_with_an_event(lab):
+    bad = CLIENT_IP  # the client's own address: announcing it would hijack it (CVE-2020-8554)
+    lab.create_pod("hijack-1", "node1", labels={"app": "hijack"})
+    lab.create_service("hijack", {"app": "hijack"}, [bad], local=False)
+    try:
+        lab.wait_pod_ip("hijack-1")
+        events = wait_for(lambda: lab.events_for("Service", "hijack"), ROUTE_TIMEOUT,
+                          "an Event on Service hijack")
+        assert any(bad in e.get("message", "") for e in events), events
+        deadline = time.monotonic() + 5  # and it stays out
+        while time.monotonic() < deadline:
+            assert f"{bad}/32" not in lab.bgp_routes()
+            assert f"{bad}/32" not in lab.ns_run("tor1", "ip", "route").stdout
+            time.sleep(0.5)
+        assert lab.echo(lab.wait_pod_ip("hijack-1"))["line"] == CLIENT_IP  # client unharmed
+    finally:
+        lab.kube.delete("/api/v1/namespaces/default/services/hijack")
+        lab.delete_pod("hijack-1")
+
+
+def _ping(lab: LabHandle, target: str, seconds: float) -> subprocess.Popen:
+    """An ICMP echo every 10 ms from the client (bgpd.lab.pinger: no iputils needed)."""
+    count = int(seconds / 0.01)
+    return subprocess.Popen(
+        ["ip", "netns", "exec", lab.netns("client"), sys.executable, "-m", "bgpd.lab.pinger",
+         target, "--count", str(count), "--interval", "0.01"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _loss(output: str) -> tuple[int, int]:
+    result = json.loads(output.strip().splitlines()[-1])
+    return result["sent"], result["received"]
+
+
+def test_agent_graceful_restart_loses_no_packets(lab):
+    lab.create_pod("gr-1", "node1")
+    try:
+        ip = lab.wait_pod_ip("gr-1")
+        wait_for(lambda: lab.echo(ip), 10, "pod reachable")
+        ping = _ping(lab, ip, 15)
+        time.sleep(1)
+        lab.kill("node1/agent", signal.SIGTERM)  # graceful: routes left to graceful restart
+        lab.revive()
+        wait_for(lambda: lab.neighbor_state(NODE_IP["node1"]) == "Established",
+                 SESSION_TIMEOUT, "node1 session back")
+        out, _ = ping.communicate(timeout=60)
+        sent, received = _loss(out)
+        assert sent > 1000 and received == sent, f"lost {sent - received} of {sent}:\n{out}"
+        assert lab.next_hops(POD_CIDR["node1"]) == {NODE_IP["node1"]}
+    finally:
+        lab.delete_pod("gr-1")
+
+
+def test_agent_sigkill_withdraws_within_hold_time(lab):
+    cidr = POD_CIDR["node2"]
+    assert lab.next_hops(cidr) == {NODE_IP["node2"]}
+    lab.kill("node2/agent", signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        wait_for(lambda: cidr not in lab.bgp_routes(), HOLD_TIME + 3,
+                 f"{cidr} withdrawn at tor1 within the hold time ({HOLD_TIME} s)")
+        print(f"routes of the killed agent gone after {time.monotonic() - killed:.1f} s")
+    finally:
+        # The agent's children must die with it; if one outlived it (an orphaned ExaBGP
+        # keeping the session up), remove it so the restarted agent starts clean.
+        orphans = lab.orphans("node2")
+        lab.kill_pids(orphans)
+        lab.revive()
+    assert not orphans, f"processes of the killed agent kept running: {orphans}"
+    wait_for(lambda: lab.next_hops(cidr) == {NODE_IP["node2"]}, SESSION_TIMEOUT,
+             f"{cidr} back after the agent restarts")
+
+
+def test_apiserver_outage_changes_nothing(lab):
+    lab.create_pod("out-1", "node1", annotations={"bgpd.dev/external-ips": "198.51.100.21"})
+    try:
+        lab.wait_pod_ip("out-1")
+        wait_for(lambda: lab.next_hops("198.51.100.21/32") == {NODE_IP["node1"]},
+                 ROUTE_TIMEOUT, "198.51.100.21 announced")
+        before = lab.fib_snapshot()
+        lab.stop("cp/kube-apiserver")  # SIGTERM, SIGKILL after 5 s
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert lab.fib_snapshot() == before, "a router's table changed during the outage"
+            time.sleep(2)
+        lab.revive()  # restarts kube-apiserver with its recorded command line
+        lab.create_pod("out-2", "node2", annotations={"bgpd.dev/external-ips": "198.51.100.22"})
+        lab.wait_pod_ip("out-2", timeout=60)
+        wait_for(lambda: lab.next_hops("198.51.100.22/32") == {NODE_IP["node2"]}, 60,
+                 "a new object announced once the API server is back")
+        assert lab.fib_snapshot().items() >= before.items()
+    finally:
+        lab.delete_pod("out-1", wait=False)
+        lab.delete_pod("out-2", wait=False)
+
+
+def test_down_leaves_nothing(lab):
+    lab.refresh()
+    pids = [r["pid"] for r in lab.lab.procs.values() if r.alive]
+    for node in lab.topo.nodes:
+        pids += [int(p) for p in subprocess.run(
+            ["ip", "netns", "pids", lab.netns(node)], capture_output=True,
+            text=True).stdout.split()]
+    done = lab_cli("down", str(SINGLE_TOR))
+    assert done.returncode == 0, done.stderr
+    assert [ns for ns in netns_list() if ns.startswith("clab-single-tor-")] == []
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}")
+             and open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z"]
+    assert alive == [], f"processes left: {alive}"
+    mounts = open("/proc/self/mountinfo").read()
+    assert "clab-single-tor" not in mounts
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert lab.lab._tmp_prefix() not in links
+    assert not (FRR_RUN / "single-tor-tor1").exists()
+    assert not (REGISTRY / "single-tor.json").exists()
+    assert "no lab is up" in lab_cli("status").stdout or "single-tor" not in lab_cli(
+        "status").stdout
+    assert shutil.which("ip")
