@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bgpd.model import Attributes, IPNetwork
+from bgpd.values import parse_community
 
 # Defaults an operator would expect; each is documented in README "Configuration".
 DEFAULT_HOLD_TIME = 90  # seconds, RFC 4271's suggested value
@@ -279,15 +280,12 @@ def parse_network(value: Any, path: str, errs: _Errors) -> IPNetwork | None:
 
 
 def _community(value: Any, path: str, errs: _Errors, parts: int) -> str | None:
-    limit = 0xFFFF if parts == 2 else 0xFFFFFFFF
-    text = str(value)
-    pieces = text.split(":")
-    if len(pieces) != parts or not all(p.isdigit() and int(p) <= limit for p in pieces):
+    canonical = parse_community(value, parts)
+    if canonical is None:
         kind = "community (asn:value, each 0..65535)" if parts == 2 else \
             "large community (global:local1:local2, each 0..4294967295)"
         errs.add(path, f"{_show(value)} is not a {kind}")
-        return None
-    return ":".join(str(int(p)) for p in pieces)
+    return canonical
 
 
 def parse_attributes(raw: dict, path: str, errs: _Errors) -> Attributes:

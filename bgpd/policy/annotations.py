@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bgpd.model import Attributes
+from bgpd.values import parse_community, parse_uint
 
 ADVERTISE = "advertise"
 ADVERTISE_CLUSTER_IP = "advertise-cluster-ip"
@@ -51,19 +52,6 @@ def split_list(raw: str) -> list[str]:
     return [item.strip() for item in str(raw).split(",") if item.strip()]
 
 
-def _u32(text: str) -> int | None:
-    text = text.strip()
-    return int(text) if text.isdigit() and int(text) <= 0xFFFFFFFF else None
-
-
-def _community(text: str, parts: int) -> str | None:
-    limit = 0xFFFF if parts == 2 else 0xFFFFFFFF
-    pieces = text.split(":")
-    if len(pieces) != parts or not all(p.isdigit() and int(p) <= limit for p in pieces):
-        return None
-    return ":".join(str(int(p)) for p in pieces)
-
-
 def attributes(annotations: Mapping[str, str], prefix: str) -> tuple[Attributes, list[str]]:
     """BGP attributes a Service asks for; bad values are dropped and reported."""
     problems: list[str] = []
@@ -72,7 +60,7 @@ def attributes(annotations: Mapping[str, str], prefix: str) -> tuple[Attributes,
     for name, parts, out in ((COMMUNITIES, 2, comms), (LARGE_COMMUNITIES, 3, large)):
         raw = annotations.get(f"{prefix}/{name}")
         for item in split_list(raw) if raw is not None else ():
-            value = _community(item, parts)
+            value = parse_community(item, parts)
             if value is None:
                 problems.append(f"{prefix}/{name}: {item!r} is not a valid community")
             else:
@@ -82,7 +70,7 @@ def attributes(annotations: Mapping[str, str], prefix: str) -> tuple[Attributes,
         raw = annotations.get(f"{prefix}/{name}")
         scalars[name] = None
         if raw is not None:
-            scalars[name] = _u32(str(raw))
+            scalars[name] = parse_uint(raw)
             if scalars[name] is None:
                 problems.append(f"{prefix}/{name}: {raw!r} must be an integer 0..4294967295")
     return Attributes(tuple(sorted(set(comms))), tuple(sorted(set(large))),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from bgpd.config import Config, PeerConfig
 from bgpd.model import NodeInfo
 from bgpd.policy import annotations as ann
+from bgpd.values import parse_uint
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ def peering_for(config: Config, node: NodeInfo | None) -> NodePeering:
     if config.bgp.node_annotations and node is not None:
         raw_asn = notes.get(f"{prefix}/{ann.NODE_ASN}")
         if raw_asn is not None:
-            if str(raw_asn).isdigit() and 0 < int(raw_asn) <= 0xFFFFFFFF:
-                asn = int(raw_asn)
+            parsed = parse_uint(raw_asn)
+            if parsed:
+                asn = parsed
             else:
                 problems.append(f"{prefix}/{ann.NODE_ASN}: {raw_asn!r} is not a valid ASN")
         ips = ann.split_list(notes.get(f"{prefix}/{ann.NODE_PEER_IPS}", ""))
@@ -73,15 +75,16 @@ def peering_for(config: Config, node: NodeInfo | None) -> NodePeering:
                 except ValueError:
                     problems.append(f"{prefix}/{ann.NODE_PEER_IPS}: {ip!r} is not an IP address")
                     continue
-                if not (peer_asn.isdigit() and 0 < int(peer_asn) <= 0xFFFFFFFF):
+                peer_asn_value = parse_uint(peer_asn)
+                if not peer_asn_value:
                     problems.append(f"{prefix}/{ann.NODE_PEER_ASNS}: {peer_asn!r} is not a "
                                     f"valid ASN")
                     continue
                 if address in known:
                     # The annotation overrides the ASN of a configured peer with that address.
-                    peers = [replace(p, asn=int(peer_asn)) if p.address == address else p
+                    peers = [replace(p, asn=peer_asn_value) if p.address == address else p
                              for p in peers]
                 else:
-                    peers.append(PeerConfig(address=address, asn=int(peer_asn)))
+                    peers.append(PeerConfig(address=address, asn=peer_asn_value))
                     known.add(address)
     return NodePeering(asn, router_id_for(config, node), tuple(peers), tuple(problems))

@@ -56,7 +56,7 @@ def _requirements() -> str | None:
 def lab():
     reason = _requirements()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason)  # CI builds everything first: a missing part is a failure
     lab_cli("down", str(SINGLE_TOR))  # leftovers of an interrupted run
     started = time.monotonic()
     try:

@@ -100,3 +100,14 @@ def test_help_lists_every_subcommand(capsys):
     out = capsys.readouterr().out
     for name in ("run", "check-config", "status", "peers", "routes", "explain", "diff", "lab"):
         assert name in out
+
+
+@pytest.mark.parametrize("value", ["²", "６５０００:1", "1:2:3", "-1:5", " :1"])
+def test_community_with_non_ascii_or_malformed_digits_is_an_error_not_a_crash(value):
+    from bgpd.config import ConfigError, parse_config
+
+    raw = {"bgp": {"asn": 1}, "pools": [{"name": "p", "cidrs": ["198.51.100.0/24"],
+                                         "allow": ["external-ip"], "communities": [value]}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert "is not a community" in str(err.value)

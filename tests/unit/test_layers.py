@@ -10,7 +10,7 @@ import bgpd
 PACKAGE = Path(bgpd.__file__).parent
 FORBIDDEN = {"kubernetes", "exabgp", "pyroute2", "socket", "subprocess", "urllib3",
              "bgpd.kube", "bgpd.speaker", "bgpd.kernel", "bgpd.agent", "bgpd.http"}
-PURE = [PACKAGE / "config.py", PACKAGE / "model.py", *sorted((PACKAGE / "policy").glob("*.py"))]
+PURE = [PACKAGE / "config.py", PACKAGE / "model.py", PACKAGE / "values.py", *sorted((PACKAGE / "policy").glob("*.py"))]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -136,6 +136,11 @@ CASES = [
          snapshot(services=[service("s", external_ips=("198.51.100.7",),
                                     annotations={"bgpd.dev/local-pref": "high"})]),
          announced={"198.51.100.7/32"}),
+    Case("a superscript digit in local-pref is a bad annotation, not a crash",
+         snapshot(services=[service("s", external_ips=("198.51.100.7",),
+                                    annotations={"bgpd.dev/local-pref": "²"})]),
+         announced={"198.51.100.7/32"}, verdicts={"bgpd.dev/local-pref: '²' must be an "
+                                                  "integer 0..4294967295": R.BAD_ANNOTATION}),
     Case("ExternalName Services are ignored",
          snapshot(services=[service("s", type="ExternalName", cluster_ips=(),
                                     external_ips=("198.51.100.7",))]),

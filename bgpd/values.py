@@ -1,0 +1,31 @@
+"""Small BGP values written as text (config fields, annotations): parsed the same everywhere.
+
+Only ASCII digits count: ``str.isdigit`` accepts "²", which ``int`` then refuses.
+"""
+
+from __future__ import annotations
+
+import re
+
+U16 = 0xFFFF
+U32 = 0xFFFFFFFF
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_uint(text: object, limit: int = U32) -> int | None:
+    """``"200"`` -> 200; anything else, or above ``limit``, -> None."""
+    text = str(text).strip()
+    if not _DIGITS.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= limit else None
+
+
+def parse_community(text: object, parts: int) -> str | None:
+    """A standard (``asn:value``, 2 parts of 16 bits) or large (3 parts of 32 bits)
+    community in canonical form, or None."""
+    limit = U16 if parts == 2 else U32
+    values = [parse_uint(p, limit) for p in str(text).strip().split(":")]
+    if len(values) != parts or any(v is None for v in values):
+        return None
+    return ":".join(str(v) for v in values)
