@@ -22,6 +22,7 @@ from bgpd.policy.decide import Decider, Decision
 from bgpd.policy.guard import guard_withdrawals
 from bgpd.policy.peers import peering_for
 from bgpd.ports import Cluster, Events, Kernel, SpeakerFactory
+from bgpd.runtime import gc_paused
 from bgpd.speakers import SpeakerSet, split
 
 log = logging.getLogger("bgpd.agent")
@@ -159,7 +160,8 @@ class Agent:
         self._track_api(start)
         trusted = snap.synced and st.api_healthy
         self._ensure_speaker(config, snap.node, start)
-        decision = self._decider.decide(snap, config, self.node_name)
+        with gc_paused():
+            decision = self._decider.decide(snap, config, self.node_name)
         verdict = guard_withdrawals(self.applied, decision.announcements, synced=trusted,
                                     intended=decision.node_opted_out, now=start,
                                     holding_since=self._holding_since, safety=config.safety)

@@ -5,7 +5,6 @@ The only module that knows every adapter; the Agent itself sees ports (bgpd/port
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -17,21 +16,9 @@ from typing import Any
 from bgpd import logs
 from bgpd.agent import Agent
 from bgpd.config import BgpConfig, Config, ConfigError, load_config
+from bgpd.runtime import freeze_after_sync, tune_gc
 
 log = logging.getLogger("bgpd.run")
-
-# Garbage collection: the cache holds ~100,000 long-lived objects at 20,000 Services, and
-# CPython's default thresholds rescan them all every few thousand allocations, which made a
-# full policy decision ~40% slower (bench/policy.py). Fewer young collections, and the
-# cache frozen out of the collector once the first sync is in: refcounting still frees
-# everything that is not a reference cycle.
-GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def tune_gc_after_sync() -> None:
-    gc.collect()
-    gc.freeze()
-
 
 CONFIG_POLL_SECONDS = 5.0  # how often the config file's mtime is checked (ConfigMap updates)
 
@@ -152,7 +139,7 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     monitor = KernelMonitor(kernel, notify=wake)
     agent = Agent(config, node, ClusterPort(cache), speaker_factory, kernel,
                   EventsPort(recorder), withdraw_on_exit=withdraw_on_exit,
-                  after_first_sync=tune_gc_after_sync)
+                  after_first_sync=freeze_after_sync)
     agent_ref.append(agent)
     servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
     return Parts(agent, servers, recorder, monitor)
@@ -167,7 +154,7 @@ def run(config_path: str, node_name: str | None, kubeconfig: str | None,
             print(f"{config_path}: {line}")
         return 1
     logs.setup(config.log_format, config.log_level)
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc()
     node = node_name or os.environ.get("NODE_NAME", "")
     if not node:
         log.error("event=no_node_name hint=\"pass --node or set NODE_NAME\"")

@@ -74,9 +74,15 @@ def _pool_for(key: str, pools: tuple[Pool, ...]) -> Pool | None:
 def pool_verdict(prefix: IPNetwork, key: str, use: str, pools: tuple[Pool, ...]
                  ) -> tuple[Pool | None, str, str]:
     """Default deny: an address is allowed only inside a pool that allows its use."""
+    return _pool_verdict(key, use, pools)
+
+
+@lru_cache(maxsize=1 << 17)
+def _pool_verdict(key: str, use: str, pools: tuple[Pool, ...]) -> tuple[Pool | None, str, str]:
+    # The whole verdict is cached, detail text included: a full decision asks ~20,000 times.
     pool = _pool_for(key, pools)
     if pool is None:
-        return None, reasons.OUTSIDE_POOLS, f"{prefix} lies in no configured pool"
+        return None, reasons.OUTSIDE_POOLS, f"{key} lies in no configured pool"
     if use not in pool.allow:
         return pool, reasons.POOL_FORBIDS_USE, (
             f"pool {pool.name!r} does not allow {use} (allows {', '.join(sorted(pool.allow))})")

@@ -196,31 +196,38 @@ class Decider:
         return changed
 
     def _set_source(self, key: str, claims: tuple[Claim, ...], dirty: set[str]) -> None:
-        for c in self._sources.get(key, ()):
-            if c.key and c.reason in CONTENDING:
-                group = self._by_prefix.get(c.key)
-                if group is not None:
-                    group.pop(key, None)
-                    if not group:
-                        del self._by_prefix[c.key]
-                dirty.add(c.key)
+        by_prefix = self._by_prefix
+        old = self._sources.get(key)
+        if old is not None:
+            for c in old:
+                if c.key and c.reason in CONTENDING:
+                    group = by_prefix.get(c.key)
+                    if group is not None:
+                        group.pop(key, None)
+                        if not group:
+                            del by_prefix[c.key]
+                    dirty.add(c.key)
         if not claims:
-            self._sources.pop(key, None)
+            if old is not None:
+                del self._sources[key]
             return
         self._sources[key] = claims
         # Only contending claims can change an outcome; the rest wait in _sources for explain.
-        if len(claims) == 1:  # the common case, kept cheap
-            c = claims[0]
-            if c.key and c.reason in CONTENDING:
-                self._by_prefix.setdefault(c.key, {})[key] = claims
-                dirty.add(c.key)
+        contending = [c for c in claims if c.key and c.reason in CONTENDING]
+        if len(contending) == 1:  # the common case (one address per Service), kept cheap
+            c = contending[0]
+            group = by_prefix.get(c.key)
+            if group is None:
+                by_prefix[c.key] = {key: (c,)}
+            else:
+                group[key] = (c,)
+            dirty.add(c.key)
             return
         mine: dict[str, list[Claim]] = {}
-        for c in claims:
-            if c.key and c.reason in CONTENDING:
-                mine.setdefault(c.key, []).append(c)
+        for c in contending:
+            mine.setdefault(c.key, []).append(c)
         for prefix, cs in mine.items():
-            self._by_prefix.setdefault(prefix, {})[key] = tuple(cs)
+            by_prefix.setdefault(prefix, {})[key] = tuple(cs)
             dirty.add(prefix)
 
     def _settle(self, prefix: str) -> None:

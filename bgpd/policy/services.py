@@ -89,7 +89,8 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
             elif not enabled:
                 verdict, why = reasons.DISABLED, f"{use} advertisement is off"
             if verdict:
-                claims.append(Claim(value, net, use, owner, svc.created, verdict, why, key=key))
+                claims.append(Claim(value, net, use, owner, svc.created, verdict, why, None,
+                                    NO_ATTRIBUTES, None, key))
                 continue
             pool, reason, detail = pool_verdict(net, key, use, config.pools)
             attrs: Attributes = (pool.attributes.merged(extra) if extra is not NO_ATTRIBUTES
@@ -106,7 +107,7 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                     reason, detail = (reasons.NO_READY_ENDPOINT,
                                       "require-ready-endpoint and no endpoint is ready")
             claims.append(Claim(value, net, use, owner, svc.created, reason, detail,
-                                pool.name if pool else None, attrs, key=key))
+                                pool.name if pool else None, attrs, None, key))
     for problem in problems:
         claims.append(Claim(problem, None, "annotation", owner, svc.created,
                             reasons.BAD_ANNOTATION, problem))
