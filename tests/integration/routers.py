@@ -184,15 +184,20 @@ class Frr:
 
 
 @contextlib.contextmanager
-def frr(ns: str, bgpd_conf: str) -> Iterator[Frr]:
-    workdir = Path(tempfile.mkdtemp(prefix="bgpdtest-frr-"))
-    router = Frr(ns, bgpd_conf, workdir)
+def _running(kind: type, ns: str, conf: str) -> Iterator:
+    """A started router of ``kind`` (Frr or Bird) with its own work folder, always stopped."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"bgpdtest-{kind.__name__.lower()}-"))
+    router = kind(ns, conf, workdir)
     try:
         router.start()
         yield router
     finally:
         router.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def frr(ns: str, bgpd_conf: str) -> contextlib.AbstractContextManager[Frr]:
+    return _running(Frr, ns, bgpd_conf)
 
 
 class Bird:
@@ -293,16 +298,8 @@ def bird_config(
     return "\n".join(lines) + "\n"
 
 
-@contextlib.contextmanager
-def bird(ns: str, conf: str) -> Iterator[Bird]:
-    workdir = Path(tempfile.mkdtemp(prefix="bgpdtest-bird-"))
-    router = Bird(ns, conf, workdir)
-    try:
-        router.start()
-        yield router
-    finally:
-        router.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+def bird(ns: str, conf: str) -> contextlib.AbstractContextManager[Bird]:
+    return _running(Bird, ns, conf)
 
 
 # Addresses of the two-namespace lab the speaker tests use: a router ("tor") and a node.
