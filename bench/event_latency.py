@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,6 +125,7 @@ def main() -> None:
         load_s = time.monotonic() - started
 
         workdir = Path(tempfile.mkdtemp(prefix="bgpd-bench-"))
+        stack.callback(shutil.rmtree, workdir, True)
         config = workdir / "bgpd.yaml"
         agent_config(config)
         started = time.monotonic()

@@ -49,6 +49,32 @@ STOP_WITHDRAW_TIMEOUT = 30.0
 ACCEPT_TIMEOUT = 30.0  # ExaBGP start to its helper connecting
 
 
+WORKDIR_PREFIX = "bgpd-speaker-"  # + the agent's pid: $TMPDIR/bgpd-speaker-<pid>-<random>
+
+
+def remove_stale_workdirs() -> list[str]:
+    """Delete work folders of agents that died without cleaning up (SIGKILL, OOM): they
+    hold ExaBGP's config, MD5 keys included. Returns what was removed."""
+    removed = []
+    base = Path(tempfile.gettempdir())
+    for folder in base.glob(f"{WORKDIR_PREFIX}*"):
+        pid_text = folder.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdecimal():
+            continue  # not ours, or the old unnamed form: leave it
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # its agent is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(str(folder))
+    if removed:
+        log.info("removed %d stale speaker folders of dead agents", len(removed))
+    return removed
+
+
 class Speaker:
     """Drive one ExaBGP process for ``bgp``; see the module docstring for the threads."""
 
@@ -89,7 +115,8 @@ class Speaker:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._workdir = Path(tempfile.mkdtemp(prefix="bgpd-speaker-"))
+        remove_stale_workdirs()
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
         socket_path = str(self._workdir / "api.sock")
         self._api = ApiServer(socket_path, self._on_connect, self._on_line, self._on_disconnect)
         settings = SpeakerSettings(

@@ -77,3 +77,23 @@ def test_exabgp_logs_per_route_lines_only_when_we_debug():
     assert render_environment(BGP, debug)["exabgp_log_level"] == "DEBUG"
     error = SpeakerSettings("10.0.0.2", SETTINGS.api_argv, log_level="error")
     assert render_environment(BGP, error)["exabgp_log_level"] == "ERROR"
+
+
+def test_stale_work_folders_of_dead_agents_are_removed(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import tempfile
+
+    from bgpd.speaker.speaker import WORKDIR_PREFIX, remove_stale_workdirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid is free
+    mine = tmp_path / f"{WORKDIR_PREFIX}{os.getpid()}-abc"
+    gone = tmp_path / f"{WORKDIR_PREFIX}{dead.pid}-def"
+    other = tmp_path / f"{WORKDIR_PREFIX}xyz"
+    for folder in (mine, gone, other):
+        folder.mkdir()
+        (folder / "exabgp.conf").write_text("md5-password secret;")
+    assert remove_stale_workdirs() == [str(gone)]
+    assert mine.exists() and other.exists() and not gone.exists()
