@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from bgpd.config import ImportConfig, PrefixRule
 from bgpd.model import Attributes
+from bgpd.speaker.speaker import WORKDIR_PREFIX, remove_stale_workdirs
 from tests.integration import routers
 from tests.integration.routers import NODE_V4, NODE_V6, TOR_V4, wait_for
 from tests.integration.speaker_lab import (
@@ -237,6 +239,7 @@ def test_stop(withdraw):
 AGENT_SCRIPT = """
 import sys, time
 from bgpd.config import BgpConfig, PeerConfig
+from bgpd.speaker.speaker import WORKDIR_PREFIX, remove_stale_workdirs
 from bgpd.speaker import Speaker
 sp = Speaker(BgpConfig(asn=64512, router_id="10.0.0.2", peers=(PeerConfig("10.0.0.1", 65000),)), netns=sys.argv[1])
 sp.start()
@@ -268,6 +271,11 @@ def test_a_killed_agent_leaves_no_exabgp_behind():
                     return True
 
             wait_for(gone, ROUTE_TIMEOUT, "ExaBGP to exit with its agent")
+            # Its work folder (ExaBGP's config, MD5 keys) outlived it: the next start sweeps it.
+            left = list(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}{agent.pid}-*"))
+            assert left, "the killed agent had no work folder to sweep"
+            assert set(map(str, left)) <= set(remove_stale_workdirs())
+            assert not any(p.exists() for p in left)
         finally:
             if agent.poll() is None:
                 agent.kill()
