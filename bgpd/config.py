@@ -55,6 +55,7 @@ class PeerConfig:
     asn: int
     port: int = 179
     local_address: str | None = None  # None: the kernel picks the source address
+    next_hop_ipv6: str | None = None  # IPv6 prefixes over an IPv4 session need one (MP-BGP)
     hold_time: int = DEFAULT_HOLD_TIME
     keepalive: int | None = None  # None: hold_time / 3
     ttl: int | None = None  # outgoing TTL; None: 1 for eBGP (directly connected), 64 for iBGP
@@ -302,7 +303,7 @@ def parse_attributes(raw: dict, path: str, errs: _Errors) -> Attributes:
 
 
 _ATTR_KEYS = ("communities", "large_communities", "local_pref", "med")
-_PEER_KEYS = ("address", "asn", "port", "local_address", "hold_time", "keepalive", "ttl",
+_PEER_KEYS = ("address", "asn", "port", "local_address", "next_hop_ipv6", "hold_time", "keepalive", "ttl",
               "ttl_security", "password_file", "families", "graceful_restart", "passive",
               "node_selector", "name")
 
@@ -318,6 +319,12 @@ def _parse_peer(raw: Any, path: str, errs: _Errors) -> PeerConfig | None:
     local = raw.get("local_address")
     if local is not None:
         local = parse_ip(local, f"{path}.local_address", errs)
+    next_hop_ipv6 = raw.get("next_hop_ipv6")
+    if next_hop_ipv6 is not None:
+        next_hop_ipv6 = parse_ip(next_hop_ipv6, f"{path}.next_hop_ipv6", errs)
+        if next_hop_ipv6 and ":" not in next_hop_ipv6:
+            errs.add(f"{path}.next_hop_ipv6", f"{next_hop_ipv6} is not an IPv6 address")
+            next_hop_ipv6 = None
     hold = _int(raw, "hold_time", path, errs, DEFAULT_HOLD_TIME, 0, 65535)
     if hold is not None and 0 < hold < 3:
         errs.add(f"{path}.hold_time", f"{hold} must be 0 or at least 3 (RFC 4271)")
@@ -341,6 +348,7 @@ def _parse_peer(raw: Any, path: str, errs: _Errors) -> PeerConfig | None:
         asn=_int(raw, "asn", path, errs, _MISSING, 1, 0xFFFFFFFF) or 0,
         port=_int(raw, "port", path, errs, 179, 1, 65535),
         local_address=local,
+        next_hop_ipv6=next_hop_ipv6,
         hold_time=hold if hold is not None else DEFAULT_HOLD_TIME,
         keepalive=keepalive,
         ttl=_int(raw, "ttl", path, errs, None, 1, 255),

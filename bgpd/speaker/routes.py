@@ -29,6 +29,7 @@ class PeerTarget:
     ibgp: bool
     local_address: str | None
     families: tuple[str, ...] = ("ipv4-unicast", "ipv6-unicast")
+    next_hop_ipv6: str | None = None  # for IPv6 prefixes when the session runs over IPv4
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ def _next_hop_for(ann: Announcement, target: PeerTarget) -> str:
     if target.local_address:
         if ipaddress.ip_address(target.local_address).version == ann.prefix.version:
             return target.local_address
+    if ann.prefix.version == 6 and target.next_hop_ipv6:
+        return target.next_hop_ipv6
     return NEXT_HOP_SELF
 
 

@@ -44,7 +44,8 @@ class PeerState:
     @classmethod
     def for_peer(cls, bgp: BgpConfig, peer: PeerConfig) -> PeerState:
         target = PeerTarget(
-            peer.address, is_ibgp(bgp, peer), peer.local_address, tuple(peer.families)
+            peer.address, is_ibgp(bgp, peer), peer.local_address, tuple(peer.families),
+            peer.next_hop_ipv6,
         )
         return cls(peer, target)
 

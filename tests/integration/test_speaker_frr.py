@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bgpd.config import ImportConfig, PrefixRule
+from bgpd.config import ImportConfig, PeerConfig, PrefixRule
 from bgpd.model import Attributes
 from bgpd.speaker.speaker import WORKDIR_PREFIX, remove_stale_workdirs
 from tests.integration import routers
@@ -239,7 +239,6 @@ def test_stop(withdraw):
 AGENT_SCRIPT = """
 import sys, time
 from bgpd.config import BgpConfig, PeerConfig
-from bgpd.speaker.speaker import WORKDIR_PREFIX, remove_stale_workdirs
 from bgpd.speaker import Speaker
 sp = Speaker(BgpConfig(asn=64512, router_id="10.0.0.2", peers=(PeerConfig("10.0.0.1", 65000),)), netns=sys.argv[1])
 sp.start()
@@ -279,3 +278,24 @@ def test_a_killed_agent_leaves_no_exabgp_behind():
         finally:
             if agent.poll() is None:
                 agent.kill()
+
+
+def test_ipv6_prefixes_ride_an_ipv4_session_with_the_configured_next_hop():
+    """Dual-stack pod CIDRs over one IPv4 session per ToR (MP-BGP): without an IPv6 next
+    hop ExaBGP refuses them; with `next_hop_ipv6` FRR gets them with that next hop."""
+    with routers.tor_and_node("frr-v6nh") as (tor, node):
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS}).replace(
+            f"  no neighbor {NODE_V4} activate", f"  neighbor {NODE_V4} activate")
+        peer = PeerConfig(TOR_V4, TOR_AS, local_address=NODE_V4, next_hop_ipv6=NODE_V6)
+        with routers.frr(tor, conf) as frr, speaker(bgp_config(peer), node) as sp:
+            sp.set_desired([ann("10.244.1.0/24"), ann("fd00:244:1::/64")])
+
+            def v6_next_hops() -> list[str]:
+                paths = frr.routes("ipv6").get("fd00:244:1::/64", [])
+                return [nh["ip"] for p in paths for nh in p.get("nexthops", [])
+                        if nh.get("scope") == "global" or "scope" not in nh]
+
+            wait_for(lambda: NODE_V6 in v6_next_hops(), SESSION_TIMEOUT,
+                     "the IPv6 pod CIDR at FRR with our IPv6 next hop")
+            assert "10.244.1.0/24" in frr.routes("ipv4")
+            assert sp.counters()["commands_refused"] == 0

@@ -19,6 +19,7 @@ from bgpd.speaker.routes import (
 EBGP = PeerTarget("10.0.0.1", ibgp=False, local_address="10.0.0.2")
 IBGP = PeerTarget("10.0.0.1", ibgp=True, local_address="10.0.0.2")
 NO_LOCAL = PeerTarget("10.0.0.1", ibgp=False, local_address=None)
+DUAL = PeerTarget("10.0.0.1", ibgp=False, local_address="10.0.0.2", next_hop_ipv6="fd00::2")
 V4_ONLY = PeerTarget("10.0.0.1", ibgp=False, local_address="10.0.0.2", families=("ipv4-unicast",))
 RICH = Attributes(
     communities=("65000:1", "65000:2"), large_communities=("65000:1:2",), local_pref=200, med=10
@@ -37,6 +38,8 @@ def ann(prefix, attrs=NO_ATTRIBUTES, next_hop=None):
         (NO_LOCAL, ann("10.1.0.0/24"), "self", None),
         (EBGP, ann("10.1.0.0/24", next_hop="10.0.0.9"), "10.0.0.9", None),
         (EBGP, ann("fd00:1::/64"), "self", None),
+        (DUAL, ann("fd00:1::/64"), "fd00::2", None),
+        (DUAL, ann("10.1.0.0/24"), "10.0.0.2", None),
     ],
     ids=[
         "ebgp peers never get local-pref and get our local address as next hop",
@@ -44,6 +47,8 @@ def ann(prefix, attrs=NO_ATTRIBUTES, next_hop=None):
         "without a local address the next hop is ExaBGP's self",
         "an explicit next hop is kept",
         "an ipv6 route over an ipv4 session falls back to self",
+        "an ipv6 route over an ipv4 session takes the configured ipv6 next hop",
+        "the configured ipv6 next hop leaves ipv4 routes alone",
     ],
 )
 def test_resolve(target, route, expected_next_hop, expected_local_pref):
