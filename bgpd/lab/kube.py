@@ -14,6 +14,24 @@ from pathlib import Path
 TIMEOUT = 15.0
 
 
+def https_request(host: str, port: int, ctx: ssl.SSLContext, method: str, path: str,
+                  body: object = None, *, content_type: str = "application/json",
+                  timeout: float | None = TIMEOUT) -> tuple[int, bytes]:
+    """One JSON request on a fresh connection: (status, raw body). Shared by this client
+    and the tests' ControlPlane."""
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 class KubeError(RuntimeError):
     def __init__(self, status: int, message: str):
         super().__init__(f"HTTP {status}: {message}")
@@ -39,21 +57,12 @@ class Kube:
     def request(self, method: str, path: str, body=None, *,
                 content_type: str = "application/json", timeout: float = TIMEOUT,
                 ok_missing: bool = False):
-        conn = self._conn(timeout)
-        try:
-            data = None if body is None else json.dumps(body).encode()
-            headers = {"Accept": "application/json"}
-            if data is not None:
-                headers["Content-Type"] = content_type
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        if resp.status == 404 and ok_missing:
+        status, raw = https_request(self.host, self.port, self._ctx, method, path, body,
+                                    content_type=content_type, timeout=timeout)
+        if status == 404 and ok_missing:
             return None
-        if not 200 <= resp.status < 300:
-            raise KubeError(resp.status, raw.decode(errors="replace")[:500])
+        if not 200 <= status < 300:
+            raise KubeError(status, raw.decode(errors="replace")[:500])
         if not raw:
             return {}
         try:

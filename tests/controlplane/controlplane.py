@@ -31,6 +31,8 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from bgpd.lab.kube import https_request
+
 HERE = Path(__file__).resolve().parent
 
 BIN_NAMES = ("etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kubectl")
@@ -606,23 +608,13 @@ class ControlPlane:
         timeout: float = REQUEST_TIMEOUT_S,
     ) -> tuple[int, object]:
         """One admin request: (HTTP status, decoded JSON body or text)."""
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", port or self.port, context=self._ssl_context(), timeout=timeout
-        )
+        status, raw = https_request("127.0.0.1", port or self.port, self._ssl_context(),
+                                    method, path, body, content_type=content_type,
+                                    timeout=timeout)
         try:
-            data = None if body is None else json.dumps(body).encode()
-            headers = {"Accept": "application/json"}
-            if data is not None:
-                headers["Content-Type"] = content_type
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            return resp.status, json.loads(raw)
+            return status, json.loads(raw)
         except ValueError:
-            return resp.status, raw.decode(errors="replace")
+            return status, raw.decode(errors="replace")
 
     def api(self, method: str, path: str, body: object = None, **kwargs) -> dict:
         """``request`` that raises ControlPlaneError unless the status is 2xx."""
