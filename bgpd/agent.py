@@ -102,11 +102,11 @@ class Agent:
                 if self.config.debounce_seconds:
                     stop.wait(self.config.debounce_seconds)
                 self._signal.clear()
-                if poll_config is not None:
-                    new = poll_config()
-                    if new is not None:
-                        self.apply_config(new)
                 try:
+                    if poll_config is not None:
+                        new = poll_config()
+                        if new is not None:
+                            self.apply_config(new)
                     self.reconcile()
                 except Exception as exc:  # one bad round must not kill the agent
                     log.exception("reconcile failed")
@@ -159,7 +159,11 @@ class Agent:
             return
         self._track_api(start)
         trusted = snap.synced and st.api_healthy
-        self._ensure_speaker(config, snap.node, start)
+        if trusted and snap.node is not None:
+            # Sessions change only on a view we trust: a Node missing from a broken relist
+            # must not deselect peers (their speakers would stop, the routes expire).
+            self._ensure_speaker(config, snap.node, start)
+        self.speaker.set_import_config(config.import_)
         with gc_paused():
             decision = self._decider.decide(snap, config, self.node_name)
         verdict = guard_withdrawals(self.applied, decision.announcements, synced=trusted,
@@ -167,14 +171,15 @@ class Agent:
                                     holding_since=self._holding_since, safety=config.safety)
         self._note_hold(verdict.held, verdict.reason, verdict.holding_since)
         self.speaker.set_desired(verdict.announce.values())
+        with self._lock:  # what the speaker was told is what the guard compares next time
+            self.decision = decision
+            self.applied = verdict.announce
         kernel_wanted = self._kernel_routes(decision, config)
         if not trusted:  # keep installed routes too while the cluster view is in doubt
             kernel_wanted = {**self.kernel_applied, **kernel_wanted}
         self._sync_kernel(kernel_wanted)
-        with self._lock:
-            self.decision = decision
-            self.applied = verdict.announce
         self._record_rejections(decision)
+        st.last_error = ""
         took = self._clock() - start
         st.last_reconcile_at = time.time()
         st.last_duration_s = took
@@ -196,7 +201,8 @@ class Agent:
         st.api_healthy = healthy
 
     def outage_seconds(self) -> float:
-        current = self._clock() - self._outage_since if self._outage_since is not None else 0.0
+        since = self._outage_since  # read once: the loop may clear it meanwhile
+        current = self._clock() - since if since is not None else 0.0
         return self.status.api_outage_s + current
 
     def _ensure_speaker(self, config: Config, node, now: float) -> None:
@@ -233,7 +239,13 @@ class Agent:
     def _sync_kernel(self, wanted: dict[str, KernelRoute]) -> None:
         if self.kernel is None or wanted == self.kernel_applied:
             return  # the kernel monitor repairs drift between changes
-        result = self.kernel.sync(wanted.values())
+        try:
+            result = self.kernel.sync(wanted.values())
+        except Exception as exc:  # netlink itself broke: report, retry at the next round
+            log.error("event=kernel_sync_failed error=%r", str(exc))
+            self.status.kernel_failures = [f"kernel sync failed: {exc}"]
+            self._signal.set()
+            return
         failures = [f"{f.route.prefix} {f.op}: {f.message}" for f in result.failures]
         failures += [f"{r.prefix}: conflicts with a route this agent does not own"
                      for r in result.conflicts]
@@ -246,12 +258,12 @@ class Agent:
 
     def _note_hold(self, held: frozenset, reason: str, since: float | None) -> None:
         st = self.status
-        if held and self._holding_since is None:
+        if held and not st.held:
             st.holds_total += 1
             log.warning("event=withdrawals_held count=%d reason=%r", len(held), reason)
             if self.events is not None:
                 self.events.record("Node", "", self.node_name, "WithdrawalsHeld", reason)
-        elif not held and self._holding_since is not None and reason:
+        elif not held and st.held and reason:
             log.warning("event=withdrawals_released detail=%r", reason)
         self._holding_since = since
         st.held = len(held)
@@ -280,6 +292,8 @@ class Agent:
             return False, "API server unreachable: holding the last known state"
         if st.speaker_error:
             return False, st.speaker_error
+        if st.last_error:
+            return False, f"the last reconcile failed: {st.last_error}"
         return True, "ok"
 
     def healthy(self) -> tuple[bool, str]:

@@ -8,6 +8,7 @@ a broken ConfigMap in one round. Nothing here imports an adapter library.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,17 +261,32 @@ def _list(raw: dict, key: str, path: str, errs: _Errors) -> list[Any]:
     return value
 
 
+def _plain(value: Any) -> bool:
+    # The same rule as the policy's (bgpd/policy/addresses.py): no IPv6 zone index, no
+    # spaces; such text would reach ExaBGP's configuration.
+    return isinstance(value, str) and _PLAIN.fullmatch(value.strip()) is not None
+
+
+_PLAIN = re.compile(r"[0-9A-Fa-f:./]+")
+
+
 def parse_ip(value: Any, path: str, errs: _Errors) -> str | None:
+    if not _plain(value):
+        errs.add(path, f"{_show(value)} is not an IP address")
+        return None
     try:
-        return str(ipaddress.ip_address(value))
+        return str(ipaddress.ip_address(value.strip()))
     except ValueError:
         errs.add(path, f"{_show(value)} is not an IP address")
         return None
 
 
 def parse_network(value: Any, path: str, errs: _Errors) -> IPNetwork | None:
+    if not _plain(value):
+        errs.add(path, f"{_show(value)} is not a CIDR prefix")
+        return None
     try:
-        net = ipaddress.ip_network(value, strict=True)
+        net = ipaddress.ip_network(value.strip(), strict=True)
     except (ValueError, TypeError) as exc:
         errs.add(path, f"{_show(value)} is not a CIDR prefix ({exc})")
         return None
@@ -579,4 +595,6 @@ def load_config(path: str) -> Config:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # not UTF-8, an absurd integer literal
+        raise ConfigError([f"{path}: cannot be read as a YAML config ({exc})"]) from exc
     return parse_config(raw)

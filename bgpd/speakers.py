@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import replace
 
-from bgpd.config import BgpConfig
+from bgpd.config import BgpConfig, ImportConfig
 from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus
 from bgpd.ports import Speaker, SpeakerFactory
 
@@ -24,42 +24,54 @@ Spec = tuple[BgpConfig, str]  # what one speaker runs: its BGP config and router
 
 def split(bgp: BgpConfig, router_id: str) -> dict[str, Spec]:
     """The speakers a peering needs, keyed by a stable name."""
-    if bgp.listen_port or len(bgp.peers) <= 1:
-        return {"all": (bgp, router_id)} if bgp.peers else {}
+    if not bgp.peers:
+        return {}
+    if bgp.listen_port:
+        return {"all": (bgp, router_id)}
     return {f"{p.address}:{p.port}": (replace(bgp, peers=(p,)), router_id) for p in bgp.peers}
 
 
 class SpeakerSet:
-    """Implements the Speaker port over several speakers; ``converge`` changes the members."""
+    """Implements the Speaker port over several speakers; ``converge`` changes the members.
+
+    The members dict is replaced, never changed in place: HTTP threads (metrics, /debug)
+    iterate it while the loop converges.
+    """
 
     def __init__(self, factory: SpeakerFactory):
         self._factory = factory
         self._members: dict[str, tuple[Spec, Speaker]] = {}
         self._desired: frozenset[Announcement] = frozenset()
+        self._import: ImportConfig | None = None
 
     def converge(self, specs: dict[str, Spec]) -> list[str]:
         """Stop members whose spec changed or went away, start the missing ones.
 
         Returns one error line per speaker that failed to start (retried next time)."""
-        for name in list(self._members):
-            spec, speaker = self._members[name]
+        members = dict(self._members)
+        for name in list(members):
+            spec, speaker = members[name]
             if specs.get(name) != spec:
                 log.info("event=speaker_stop name=%s reason=%s", name,
                          "changed" if name in specs else "removed")
+                del members[name]
+                self._members = dict(members)
                 speaker.stop(withdraw=False)
-                del self._members[name]
         errors = []
         for name, spec in specs.items():
-            if name in self._members:
+            if name in members:
                 continue
             try:
                 speaker = self._factory(*spec)
+                if self._import is not None:
+                    speaker.set_import_config(self._import)
                 speaker.start()
             except Exception as exc:  # a speaker that cannot start is reported, not fatal
                 errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 continue
             speaker.set_desired(self._desired)
-            self._members[name] = (spec, speaker)
+            members[name] = (spec, speaker)
+            self._members = dict(members)
             log.info("event=speaker_start name=%s", name)
         return errors
 
@@ -67,14 +79,23 @@ class SpeakerSet:
         """Members start in ``converge``."""
 
     def stop(self, withdraw: bool = False) -> None:
-        for _, speaker in self._members.values():
+        members, self._members = self._members, {}
+        for _, speaker in members.values():
             speaker.stop(withdraw=withdraw)
-        self._members.clear()
 
     def set_desired(self, announcements: Iterable[Announcement]) -> None:
         self._desired = frozenset(announcements)
         for _, speaker in self._members.values():
             speaker.set_desired(self._desired)
+
+    def set_import_config(self, config: ImportConfig) -> None:
+        """Import rules apply to running sessions at once (no reset): a route leak is
+        stopped by tightening the config."""
+        if config == self._import:
+            return
+        self._import = config
+        for _, speaker in self._members.values():
+            speaker.set_import_config(config)
 
     def peers(self) -> list[PeerStatus]:
         return [p for _, s in self._members.values() for p in s.peers()]

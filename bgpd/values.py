@@ -10,13 +10,14 @@ import re
 U16 = 0xFFFF
 U32 = 0xFFFFFFFF
 _DIGITS = re.compile(r"[0-9]+")
+_MAX_DIGITS = 20
 
 
 def parse_uint(text: object, limit: int = U32) -> int | None:
     """``"200"`` -> 200; anything else, or above ``limit``, -> None."""
     text = str(text).strip()
-    if not _DIGITS.fullmatch(text):
-        return None
+    if len(text) > _MAX_DIGITS or not _DIGITS.fullmatch(text):
+        return None  # int() refuses > 4300 digits anyway; nothing here needs more than 10
     value = int(text)
     return value if value <= limit else None
 

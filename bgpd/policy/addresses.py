@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 
 from bgpd.model import IPNetwork
@@ -24,8 +25,12 @@ def host_prefix(text: object) -> tuple[IPNetwork | None, str, str]:
 
 @lru_cache(maxsize=_PARSE_CACHE_SIZE)
 def _host_prefix(text: str) -> tuple[IPNetwork | None, str, str]:
+    text = text.strip()
+    why = not_plain(text)
+    if why:
+        return None, "", why
     try:
-        addr = ipaddress.ip_address(text.strip())
+        addr = ipaddress.ip_address(text)
     except ValueError:
         return None, "", f"{text!r} is not an IP address"
     why = unroutable(addr)
@@ -44,8 +49,12 @@ def cidr(text: object) -> tuple[IPNetwork | None, str, str]:
 
 @lru_cache(maxsize=4096)
 def _cidr(text: str) -> tuple[IPNetwork | None, str, str]:
+    text = text.strip()
+    why = not_plain(text)
+    if why:
+        return None, "", why
     try:
-        net = ipaddress.ip_network(text.strip(), strict=True)
+        net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         return None, "", f"{text!r} is not a CIDR prefix ({exc})"
     if net.prefixlen == 0:
@@ -54,6 +63,22 @@ def _cidr(text: str) -> tuple[IPNetwork | None, str, str]:
     if why:
         return None, "", f"{net} is {why}"
     return net, str(net), ""
+
+
+_PLAIN = re.compile(r"[0-9A-Fa-f:./]+")
+
+
+def not_plain(text: str) -> str:
+    """Why ``text`` is not a plain address or prefix, or "".
+
+    Python's ipaddress accepts IPv6 zone indexes ("fe80::1%eth0") whose text may hold
+    spaces and newlines: such a value would reach ExaBGP's command line and the kernel as
+    another address than the one compared for conflicts. Only hex digits, ':', '.' and '/'
+    pass.
+    """
+    if not _PLAIN.fullmatch(text):
+        return f"{text[:60]!r} is not a plain IP address (only digits, ':', '.', '/')"
+    return ""
 
 
 def unroutable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

@@ -80,13 +80,15 @@ class Decision:
 
     def explain(self, prefix: IPNetwork) -> list[Claim]:
         """Every claim on ``prefix``, or on a prefix containing it (a pod CIDR, say)."""
-        if self._index is None:
-            self._index = {}
+        index = self._index
+        if index is None:  # built aside, then published: HTTP threads may ask at once
+            index = {}
             for claim in self.claims:
                 if claim.prefix is not None:
-                    self._index.setdefault(claim.prefix, []).append(claim)
-        found = list(self._index.get(prefix, ()))
-        for net, claims in self._index.items():
+                    index.setdefault(claim.prefix, []).append(claim)
+            self._index = index
+        found = list(index.get(prefix, ()))
+        for net, claims in index.items():
             if net != prefix and net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
                 found.extend(claims)
         return found
@@ -121,9 +123,13 @@ class Decider:
         pod_cidrs: list[IPNetwork] = []
         opted_out = False
         if node is not None:
-            value, _ = ann.flag(node.labels, config.annotation_prefix, ann.NODE_ANNOUNCE, True)
+            value, problem = ann.flag(node.labels, config.annotation_prefix, ann.NODE_ANNOUNCE,
+                                      True)
             opted_out = not value
             local[_NODE], pod_cidrs = node_claims(node, config)
+            if problem:  # e.g. "flase": the node keeps announcing, and says why
+                local[_NODE] += (Claim(problem, None, "label", f"node/{node.name}", 0.0,
+                                       reasons.BAD_ANNOTATION, problem),)
         for key, pod in snapshot.pods.items():
             local[_POD + key] = pod_claims(pod, pod_cidrs, config)
         for key in [k for k in self._sources if k[0] in "01" and k not in local]:
@@ -252,7 +258,8 @@ class Decider:
                 else:
                     self._ann.pop(prefix, None)
                 return
-        claims = [c for cs in (group or {}).values() for c in cs]
+        # By source key, so attributes merge the same way whatever order sources arrived in.
+        claims = [c for _, cs in sorted((group or {}).items()) for c in cs]
         contenders: dict[str, float] = {}
         for c in claims:
             if c.reason in CONTENDING and c.use != POD_CIDR:

@@ -38,7 +38,9 @@ def guard_withdrawals(current: dict[IPNetwork, Announcement],
         merged = dict(desired)
         for p in withdrawn:
             merged[p] = current[p]
-        return GuardVerdict(merged, frozenset(withdrawn), holding_since or now,
+        # No clock runs while the view is in doubt: the hold time starts at the first
+        # trusted round, so an outage can never count toward releasing a mass withdrawal.
+        return GuardVerdict(merged, frozenset(withdrawn), None,
                             "cluster state not synced: withdrawals wait for the API")
     if intended:
         return GuardVerdict(dict(desired), frozenset(), None)

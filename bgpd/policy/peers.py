@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from bgpd.config import Config, PeerConfig
 from bgpd.model import NodeInfo
 from bgpd.policy import annotations as ann
+from bgpd.policy.addresses import not_plain
 from bgpd.values import parse_uint
 
 
@@ -71,6 +72,8 @@ def peering_for(config: Config, node: NodeInfo | None) -> NodePeering:
             for i, ip in enumerate(ips):
                 peer_asn = asns[0] if len(asns) == 1 else asns[i]
                 try:
+                    if not_plain(ip):
+                        raise ValueError(ip)
                     address = str(ipaddress.ip_address(ip))
                 except ValueError:
                     problems.append(f"{prefix}/{ann.NODE_PEER_IPS}: {ip!r} is not an IP address")

@@ -8,6 +8,8 @@ command, so many prefixes that share attributes and next hop go into one
 from __future__ import annotations
 
 import ipaddress
+import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -16,6 +18,8 @@ from bgpd.model import Announcement, Attributes, IPNetwork
 # Prefixes per command line. Larger lines cost ExaBGP nothing more per prefix and save a
 # parse + ack round per line; the line stays far below ExaBGP's 1 MiB command limit.
 MAX_PREFIXES_PER_COMMAND = 1000
+_SAFE_LINE = re.compile(r"[0-9A-Za-z:./\[\] -]+")  # printable, one line
+log = logging.getLogger("bgpd.speaker")
 NEXT_HOP_SELF = "self"
 
 View = dict[IPNetwork, Announcement]
@@ -196,6 +200,12 @@ def commands(
             for start in range(0, len(group), max_per_command):
                 chunk = tuple(group[start : start + max_per_command])
                 line = head + " ".join(str(a.prefix) for a in chunk)
+                if not _SAFE_LINE.fullmatch(line):
+                    # The policy never lets such text through; if it ever did, one API line
+                    # must not become two commands.
+                    log.error("refusing an ExaBGP command with unexpected characters: %r",
+                              line[:200])
+                    continue
                 if action == "announce":
                     out.append(Command(line, announced=chunk))
                 else:

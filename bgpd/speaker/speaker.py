@@ -183,6 +183,14 @@ class Speaker:
             self._desired = desired
         self._wake.set()
 
+    def set_import_config(self, config: ImportConfig) -> None:
+        """New import rules, applied to what is already received (no session reset)."""
+        with self._lock:
+            if config != self.import_config:
+                self.import_config = config
+                self._learned_cache = None
+        self._changed()
+
     def peers(self) -> list[PeerStatus]:
         self.learned()  # refreshes the import counters shown in last_error
         with self._lock:

@@ -46,6 +46,9 @@ class FakeSpeaker:
         self.stopped_with = withdraw
         self.calls.append(("stop", withdraw))
 
+    def set_import_config(self, config):
+        self.import_config = config
+
     def set_desired(self, announcements):
         self.desired = set(announcements)
         self.calls.append(("set_desired", frozenset(str(a.prefix) for a in self.desired)))

@@ -242,3 +242,80 @@ def test_a_speaker_that_fails_to_start_is_retried_and_reported():
     clock.now += 6
     agent.reconcile()
     assert len(agent.speaker) == 1 and agent.ready()[0]
+
+
+def test_outage_time_does_not_count_toward_releasing_a_mass_withdrawal():
+    agent, cluster, speakers, _, _, clock = make(snapshot(services=externals(30)))
+    agent.reconcile()
+    cluster.is_healthy, cluster.snap = False, snapshot()  # an empty relist, API unreachable
+    agent.reconcile()
+    clock.now += 60
+    cluster.is_healthy = True  # back, and the view is still empty
+    agent.reconcile()
+    assert len(announced(speakers)) == 32, "released at once: the outage counted as hold time"
+    clock.now += 30
+    agent.reconcile()
+    assert announced(speakers) == POD_CIDRS
+
+
+def test_a_kernel_failure_keeps_views_true_and_the_guard_steady():
+    class BrokenKernel(FakeKernel):
+        def sync(self, desired):
+            raise OSError("netlink socket gone")
+
+    owner = [pod("a", annotations={"bgpd.dev/external-ips": "198.51.100.50"})]  # a kernel route
+    cluster = FakeCluster(snapshot(services=externals(30), pods=owner))
+    speakers, clock = Speakers(), Clock()
+    agent = Agent(config(), NODE, cluster, speakers, BrokenKernel(), FakeEvents(), clock=clock)
+    agent.reconcile()
+    cluster.snap = snapshot(services=externals(5), pods=owner)
+    seen = []
+    for _ in range(4):
+        clock.now += 31
+        agent.reconcile()
+        seen.append(len(announced(speakers)))
+    assert seen == [33, 8, 8, 8], "the guard flapped: withdrawn, then announced again"
+    assert len(agent.applied) == 8 and agent.decision is not None
+    assert agent.status.kernel_failures == ["kernel sync failed: netlink socket gone"]
+
+
+def test_a_failed_round_makes_the_agent_unready_and_a_good_one_clears_it():
+    agent, cluster, _, _, _, _ = make(snapshot(services=externals(2)))
+    agent.reconcile()
+    agent.status.last_error = "ValueError: boom"  # as run() records a raising round
+    assert agent.ready() == (False, "the last reconcile failed: ValueError: boom")
+    agent.reconcile()
+    assert agent.ready() == (True, "ok")
+
+
+def test_adding_a_peer_leaves_the_existing_session_alone():
+    agent, _, speakers, _, _, _ = make(snapshot(services=externals(2)))
+    agent.reconcile()
+    first = speakers.made[0]
+    two = {"bgp": {"asn": 64512, "peers": [{"address": "10.0.0.1", "asn": 65000},
+                                            {"address": "10.0.0.2", "asn": 65000}]}}
+    agent.apply_config(config(**two))
+    agent.reconcile()
+    assert first.stopped_with is None and len(speakers.made) == 2
+
+
+def test_a_node_missing_from_the_view_does_not_stop_sessions():
+    rack = {"bgp": {"asn": 64512, "peers": [{"address": "10.0.0.1", "asn": 65000,
+                                             "node_selector": {"rack": "r1"}}],
+                    "router_id": "172.20.1.11"}}
+    agent, cluster, speakers, _, _, _ = make(
+        snapshot(node(labels={"rack": "r1"}), services=externals(2)), config(**rack))
+    agent.reconcile()
+    cluster.snap = Snapshot(node=None, services=snapshot(services=externals(2)).services)
+    agent.reconcile()
+    assert speakers.made[0].stopped_with is None and len(agent.speaker) == 1
+
+
+def test_import_rules_reach_running_speakers_without_a_restart():
+    agent, _, speakers, _, _, _ = make(snapshot())
+    agent.reconcile()
+    tighter = config(**{"import": {"enabled": True, "allow": ["10.0.0.0/8"], "max_prefixes": 5}})
+    agent.apply_config(tighter)
+    agent.reconcile()
+    assert len(speakers.made) == 1
+    assert speakers.made[0].import_config.max_prefixes == 5

@@ -111,3 +111,12 @@ def test_community_with_non_ascii_or_malformed_digits_is_an_error_not_a_crash(va
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     assert "is not a community" in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"bgp: {asn: 1}\n# caf\xe9\n", b"bgp: {asn: " + b"9" * 5000 + b"}\n"],
+                         ids=["not UTF-8", "a 5,000-digit integer"])
+def test_unreadable_files_are_config_errors_not_crashes(tmp_path, capsys, content):
+    path = tmp_path / "bgpd.yaml"
+    path.write_bytes(content)
+    assert main(["check-config", str(path)]) == 1
+    assert "cannot be read" in capsys.readouterr().err

@@ -19,7 +19,7 @@ def anns(n, start=0):
 
 
 CASES = [
-    # id, current, desired, synced, intended, now, since -> (announced count, held count, holding)
+    # id, current, desired, synced, intended, now, since -> (announced, held, hold timer runs)
     ("nothing withdrawn", anns(20), anns(25), True, False, 0, None, (25, 0, False)),
     ("a small share is withdrawn at once", anns(20), anns(15), True, False, 0, None, (15, 0, False)),
     ("exactly the allowed share passes", anns(20), anns(10), True, False, 0, None, (10, 0, False)),
@@ -28,8 +28,9 @@ CASES = [
     ("still held before the hold time", anns(20), {}, True, False, 29, 0, (20, 20, True)),
     ("released after the hold time", anns(20), {}, True, False, 30, 0, (0, 0, False)),
     ("unsynced never withdraws, even a little", anns(20), anns(19), False, False, 0, None,
-     (20, 1, True)),
-    ("unsynced still adds", anns(20), anns(21, 50), False, False, 0, None, (41, 20, True)),
+     (20, 1, False)),
+    ("unsynced still adds", anns(20), anns(21, 50), False, False, 0, None, (41, 20, False)),
+    ("unsynced stops a running hold timer", anns(20), {}, False, False, 100, 0, (20, 20, False)),
     ("an intended withdrawal (node drained) passes", anns(20), {}, True, True, 0, None,
      (0, 0, False)),
     ("below the minimum size the guard is quiet", anns(5), {}, True, False, 0, None,
@@ -46,7 +47,7 @@ def test_guard(case):
     assert len(verdict.held) == held
     assert (verdict.holding_since is not None) == holding
     assert set(desired) <= set(verdict.announce)
-    if holding:
+    if held:
         assert verdict.reason
     again = guard_withdrawals(current, desired, synced=synced, intended=intended, now=now,
                               holding_since=since, safety=SAFETY)

@@ -141,6 +141,15 @@ CASES = [
                                     annotations={"bgpd.dev/local-pref": "²"})]),
          announced={"198.51.100.7/32"}, verdicts={"bgpd.dev/local-pref: '²' must be an "
                                                   "integer 0..4294967295": R.BAD_ANNOTATION}),
+    Case("a 5,000-digit local-pref is a bad annotation, not a crash",
+         snapshot(services=[service("s", external_ips=("198.51.100.7",),
+                                    annotations={"bgpd.dev/local-pref": "9" * 5000})]),
+         announced={"198.51.100.7/32"}),
+    Case("a misspelt drain label keeps the node announcing and says why",
+         snapshot(node(labels={"bgpd.dev/announce": "flase"}),
+                  services=[service("s", external_ips=("198.51.100.7",))]),
+         announced={"198.51.100.7/32"},
+         verdicts={"bgpd.dev/announce: 'flase' must be true or false": R.BAD_ANNOTATION}),
     Case("ExternalName Services are ignored",
          snapshot(services=[service("s", type="ExternalName", cluster_ips=(),
                                     external_ips=("198.51.100.7",))]),
@@ -177,7 +186,8 @@ CASES = [
          with_pod_cidrs=False, verdicts={"198.51.100.7": R.OPTED_OUT}),
 ]
 
-BAD_VALUES = ["not-an-ip", "0.0.0.0", "127.0.0.1", "169.254.1.1", "224.0.0.5", "::1",
+BAD_VALUES = ["2001:db8:e::7%x\nneighbor 10.0.0.1 teardown 2\n#", "2001:db8:e::7%eth0",
+              "198.51.100.7\n198.51.100.8", "not-an-ip", "0.0.0.0", "127.0.0.1", "169.254.1.1", "224.0.0.5", "::1",
               "fe80::1", "ff02::1", "255.255.255.255", "198.51.100.7/24", "", "1.2.3.4.5"]
 CASES += [
     Case(f"bad externalIP {value!r} is rejected, never an exception",
@@ -278,3 +288,29 @@ def test_memo_sees_an_endpoint_change():
                            config(), NODE)
     assert "198.51.100.7/32" in before.announcements
     assert "198.51.100.7/32" not in after.announcements
+
+
+def test_a_zone_index_cannot_smuggle_an_address_past_the_conflict_check():
+    """2001:db8:e::7%x is the same address as a Service's 2001:db8:e::7 to the kernel and
+    to BGP; it must be refused, never judged as a different prefix."""
+    evil = "2001:db8:e::7%x"
+    snap = snapshot(services=[service("owner", created=1.0, external_ips=("2001:db8:e::7",))],
+                    pods=[pod("p", ips=("10.244.1.5", "fd00:244:1::5"), created=9.0,
+                              annotations={"bgpd.dev/external-ips": evil})])
+    decision = decide(snap, config(), NODE)
+    assert [c.reason for c in decision.claims if c.value == evil] == [R.BAD_ADDRESS]
+    assert not decision.kernel_routes
+    assert all("%" not in key for key in decision.announcements)
+
+
+def test_memo_merges_attributes_like_a_fresh_decision():
+    """A Service IP equal to a /32 pod CIDR: both claims are announced and merged; the merge
+    must not depend on the order the memo saw the sources in."""
+    cfg = config(advertise={"pod_cidr_attributes": {"local_pref": 50}})
+    svc = service("s", external_ips=("198.51.100.7",), annotations={"bgpd.dev/local-pref": "300"})
+    decider = Decider()
+    decider.decide(snapshot(node(pod_cidrs=("198.51.100.7/32",)), services=[svc]), cfg, NODE)
+    later = snapshot(node(pod_cidrs=("198.51.100.7/32", "10.244.1.0/24")), services=[svc])
+    memo = decider.decide(later, cfg, NODE).announcements["198.51.100.7/32"]
+    fresh = decide(later, cfg, NODE).announcements["198.51.100.7/32"]
+    assert memo.attributes == fresh.attributes

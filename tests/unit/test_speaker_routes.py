@@ -128,3 +128,13 @@ def test_eor_command():
     assert (
         eor_command("fd00::1", "ipv6-unicast").line == "neighbor fd00::1 announce eor ipv6 unicast"
     )
+
+
+def test_a_prefix_that_would_split_the_command_line_is_never_sent():
+    """Defence in depth: the policy refuses zone indexes, but if one ever came through, one
+    API line must not become two ExaBGP commands."""
+    evil = Announcement(ipaddress.ip_network("2001:db8::1%x\nneighbor 10.0.0.1 teardown 2\n#/128"),
+                        NO_ATTRIBUTES, "self")
+    good = ann("fd00:1::/64", next_hop="self")
+    lines = [c.line for c in commands("10.0.0.1", [evil, good], [])]
+    assert all("\n" not in line and "teardown" not in line for line in lines)
