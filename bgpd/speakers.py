@@ -41,7 +41,9 @@ class SpeakerSet:
     def __init__(self, factory: SpeakerFactory):
         self._factory = factory
         self._members: dict[str, tuple[Spec, Speaker]] = {}
-        self._desired: frozenset[Announcement] = frozenset()
+        # None until the agent first says what it wants: a speaker is never handed an empty
+        # set by default (a graceful-restart peer would flush everything at End-of-RIB).
+        self._desired: frozenset[Announcement] | None = None
         self._import: ImportConfig | None = None
 
     def converge(self, specs: dict[str, Spec]) -> list[str]:
@@ -69,7 +71,8 @@ class SpeakerSet:
             except Exception as exc:  # a speaker that cannot start is reported, not fatal
                 errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 continue
-            speaker.set_desired(self._desired)
+            if self._desired is not None:
+                speaker.set_desired(self._desired)
             members[name] = (spec, speaker)
             self._members = dict(members)
             log.info("event=speaker_start name=%s", name)

@@ -49,6 +49,8 @@ GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
 DEFAULT_MONITOR_RCVBUF = 4 * 1024 * 1024
 # Wait this long after the first event so a burst costs one resync, not hundreds.
 DEBOUNCE_S = 0.05
+# After an unexpected error in the monitor thread, it starts over after this long.
+CRASH_RETRY_S = 1.0
 # A retry hinted by unrelated events is not made more often than this.
 HINT_MIN_INTERVAL_S = 1.0
 RETRY_MIN_S = 0.25
@@ -80,6 +82,7 @@ class KernelMonitor:
         self.rcvbuf = rcvbuf
         self.repairs = 0
         self.overflows = 0
+        self.failures = 0  # unexpected errors the thread survived
         self._channel: NetlinkChannel | None = None
         self._links: dict[int, tuple[str, int]] = {}
         self._thread: threading.Thread | None = None
@@ -117,6 +120,17 @@ class KernelMonitor:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        """The monitor thread: an unexpected error must not end drift repair silently."""
+        while not self._stopping:
+            try:
+                self._loop()
+                return
+            except Exception:  # a bug or a broken socket: log, wait, start over (full resync)
+                log.exception("kernel monitor failed; restarting it in %.0f s", CRASH_RETRY_S)
+                self.failures += 1
+                time.sleep(CRASH_RETRY_S)
+
+    def _loop(self) -> None:
         dirty: str | None = "start"  # catches changes made before we subscribed
         dirty_since = time.monotonic()
         retry_at: float | None = None

@@ -134,13 +134,15 @@ class KernelTable:
             if self._desired is None:
                 return False
             if table != self.table:
-                return self._pending
+                return False
             want = self._desired.get(key)
             if proto == self.proto:
                 if gone:
                     return want is not None
                 return want is None or not wire_matches(want, value)
-            return want is not None or self._pending
+            # A foreign route at a key we want: a conflict may have appeared or gone. Other
+            # foreign events only hint the rate-limited retry of pending failures (monitor).
+            return want is not None
 
     def link_states(self) -> dict[int, tuple[str, int]]:
         """``{ifindex: (name, flags)}`` of the namespace's links, for the monitor."""

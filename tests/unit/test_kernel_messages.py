@@ -99,3 +99,23 @@ def test_delete_carries_our_proto_so_the_kernel_spares_foreign_routes() -> None:
     msg = rtmsg(data)
     msg.decode()
     assert msg["proto"] == 205 and msg.get_attr("RTA_PRIORITY") == 0
+
+
+def test_unrelated_route_events_do_not_force_a_full_resync_while_a_conflict_persists():
+    """With one route refused (pending), a CNI route in another table or a foreign route at a
+    key we do not want must not trigger a full dump+diff: those only hint the rate-limited
+    retry. A foreign route at a key we want still does (the conflict may be gone)."""
+    import socket
+    import threading
+
+    from bgpd.kernel.table import KernelTable
+
+    table = KernelTable.__new__(KernelTable)  # the decision logic only, no netlink socket
+    table._lock, table.table, table.proto = threading.RLock(), 254, 205
+    wanted = (socket.AF_INET, bytes([10, 244, 1, 5]), 32, 0)
+    table._desired = {wanted: (1, ((b"", 3, 1),))}
+    table._pending = True
+    unrelated = (socket.AF_INET, bytes([172, 16, 9, 0]), 24, 0)
+    assert not table.needs_repair(100, 3, unrelated, (1, ()), False)
+    assert not table.needs_repair(254, 4, unrelated, (1, ()), False)
+    assert table.needs_repair(254, 4, wanted, (1, ()), True)
