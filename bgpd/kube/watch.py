@@ -127,6 +127,7 @@ class Watcher:
         self.stats = WatchStats()
         self._stopping = threading.Event()
         self._response: Any = None  # the open watch response, shut down by stop()
+        self._resume_rv: str | None = None  # the last resourceVersion applied from a watch
 
     # ------------------------------------------------------------------ control
 
@@ -148,6 +149,7 @@ class Watcher:
                     rv = self._list()
                     backoff.reset()
                 started, events = time.monotonic(), self.stats.events
+                self._resume_rv = rv
                 rv = self._watch(rv)
                 lasted = time.monotonic() - started
                 if lasted >= HEALTHY_WATCH_S:
@@ -169,6 +171,10 @@ class Watcher:
                     break
                 log.warning("%s watch failed: %s", self.resource.kind, exc)
                 self._error(exc)
+                if rv is not None:
+                    # Resume after the last event applied, not where this watch began:
+                    # replaying minutes of events costs, and old versions get 410 sooner.
+                    rv = self._resume_rv
             except Exception as exc:  # noqa: BLE001 - the watcher thread must survive anything
                 log.exception("%s watcher: unexpected error", self.resource.kind)
                 self._error(exc)
@@ -246,6 +252,7 @@ class Watcher:
                 return rv
             for line in KubeClient.lines(resp, f"watch {kind}"):
                 rv = self._event(line, rv)
+                self._resume_rv = rv
             return rv
         finally:
             self._response = None
