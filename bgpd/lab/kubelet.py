@@ -182,7 +182,17 @@ class Kubelet:
         netns_delete(st.netns)  # leftovers of an earlier pod of the same name
         run("ip", "-n", node_ns, "link", "del", st.ifname, check=False)
         self.pods[uid] = st
-        self._save(st)
+        self._save(st)  # recorded first, so a crash mid-build still leaves it to tear down
+        try:
+            self._build(st, node_ns)
+        except Exception:
+            self.teardown(uid)  # forgotten, so the next sync builds it again
+            raise
+        log.info("pod %s/%s on %s: %s in %s", st.namespace, st.name, node, st.ip, st.netns)
+        return st
+
+    def _build(self, st: PodState, node_ns: str) -> None:
+        uid = st.uid
         run("ip", "netns", "add", st.netns)
         run("ip", "-n", st.netns, "link", "set", "lo", "up")
         run("ip", "-n", node_ns, "link", "add", st.ifname, "type", "veth",
@@ -197,8 +207,6 @@ class Kubelet:
         run("ip", "-n", node_ns, "-batch", "-", input="\n".join(batch_node) + "\n")
         run("ip", "-n", st.netns, "-batch", "-", input="\n".join(batch_pod) + "\n")
         self.echo[uid] = Echo(st.netns)
-        log.info("pod %s/%s on %s: %s in %s", st.namespace, st.name, node, st.ip, st.netns)
-        return st
 
     def sync_external_ips(self, st: PodState, wanted: list[str]) -> None:
         if wanted == st.external_ips:

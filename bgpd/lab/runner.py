@@ -514,11 +514,15 @@ class Lab:
                     and not k.endswith("/agent")]
                  + ["cp/kube-controller-manager", "cp/kube-apiserver", "cp/etcd"])
         seen = set()
+        failed = []
         for key in order + list(procs):
             if key in seen or key not in procs:
                 continue
             seen.add(key)
-            stop(procs[key])
+            try:
+                stop(procs[key])
+            except Exception as exc:  # one stubborn process must not keep the namespaces
+                failed.append(f"{key}: {exc}")
         if self.cp_dir.exists():
             with contextlib.suppress(Exception):
                 _controlplane_module().stop_recorded(self.cp_dir)
@@ -539,6 +543,8 @@ class Lab:
             (REGISTRY / f"{t.name}.json").unlink()
         self.state_path.unlink(missing_ok=True)
         self.state = {}
+        for line in failed:
+            say(f"could not stop {line}")
         if not quiet:
             say(f"lab {t.name} is down (logs kept in {self.dir})")
 
