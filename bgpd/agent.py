@@ -246,15 +246,20 @@ class Agent:
             self.status.kernel_failures = [f"kernel sync failed: {exc}"]
             self._signal.set()
             return
+        with self._lock:
+            self.kernel_applied = wanted
+        self.note_kernel_result(result)
+
+    def note_kernel_result(self, result: Any) -> None:
+        """What a sync really did, from the agent or from the kernel monitor's repairs, so
+        status and metrics follow the kernel and not only our own writes."""
         failures = [f"{f.route.prefix} {f.op}: {f.message}" for f in result.failures]
         failures += [f"{r.prefix}: conflicts with a route this agent does not own"
                      for r in result.conflicts]
         for line in failures:
             log.warning("event=kernel_route_failed detail=%r", line)
         self.status.kernel_failures = failures
-        self.status.kernel_owned = len(wanted) - len(failures)
-        with self._lock:
-            self.kernel_applied = wanted
+        self.status.kernel_owned = len(self.kernel_applied) - len(failures)
 
     def _note_hold(self, held: frozenset, reason: str, since: float | None) -> None:
         st = self.status

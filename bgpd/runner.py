@@ -136,7 +136,12 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     cache = ClusterCache(client, node, notify=wake, **extra)
     recorder = EventRecorder(client, node)
     kernel = KernelTable(netns=netns, table=config.kernel.table, proto=config.kernel.proto)
-    monitor = KernelMonitor(kernel, notify=wake)
+    def on_kernel(_reason: str, result: Any) -> None:
+        if agent_ref and result is not None:
+            agent_ref[0].note_kernel_result(result)
+        wake()
+
+    monitor = KernelMonitor(kernel, notify=on_kernel)
     agent = Agent(config, node, ClusterPort(cache), speaker_factory, kernel,
                   EventsPort(recorder), withdraw_on_exit=withdraw_on_exit,
                   after_first_sync=freeze_after_sync)
