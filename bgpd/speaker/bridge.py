@@ -2,10 +2,12 @@
 
 ``python -m bgpd.speaker.bridge /path/api.sock``. ExaBGP only talks to child processes
 through pipes; the agent is ExaBGP's parent, so this relay joins the two. It exits as soon
-as either side closes. If the agent goes away (even killed), the bridge kills ExaBGP with
-SIGKILL: ExaBGP 5.0.15 keeps running without its API process, and an orphan speaker would
-hold our sessions against the agent's next ExaBGP. SIGKILL sends no NOTIFICATION, so peers
-keep our routes under graceful restart until the new speaker replays them.
+as either side closes. When ExaBGP dies (even SIGKILL, OOM) its pipe ends close and the
+bridge shuts its socket, so the agent sees the speaker gone and does not wait for an orphan.
+If the agent goes away (even killed), the bridge kills ExaBGP with SIGKILL: ExaBGP 5.0.15
+keeps running without its API process, and an orphan speaker would hold our sessions
+against the agent's next ExaBGP. SIGKILL sends no NOTIFICATION, so peers keep our routes
+under graceful restart until the new speaker replays them.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ CHUNK = 65536
 CONNECT_TIMEOUT = 10.0  # seconds; the agent listens before it starts ExaBGP
 
 
-def _pump(read_fd: int, write) -> None:
-    try:
-        while True:
+def _pump(read_fd: int, write) -> str:
+    """Copy until one side ends: "read" when the source closed, "write" when the sink did."""
+    while True:
+        try:
             data = os.read(read_fd, CHUNK)
-            if not data:
-                break
+        except OSError:
+            return "read"
+        if not data:
+            return "read"
+        try:
             write(data)
-    except OSError:
-        pass
+        except OSError:
+            return "write"
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -49,15 +55,35 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"bridge: cannot reach the agent at {argv[0]}: {exc}\n")
         return 1
     sock.settimeout(None)
+    # Our stderr is ExaBGP's, a pipe the agent reads to EOF to learn that ExaBGP is gone:
+    # from here on we must not hold it open, or a dead ExaBGP would look alive until we exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     exabgp = os.getppid()
-    # ExaBGP -> agent in a thread, agent -> ExaBGP here; either ending ends the bridge.
-    upstream = threading.Thread(target=_pump, args=(stdin_fd, sock.sendall), daemon=True)
-    upstream.start()
-    _pump(sock.fileno(), lambda data: _write_all(stdout_fd, data))
-    if upstream.is_alive() and os.getppid() == exabgp != 1:
-        # Kill first: our stderr is ExaBGP's, read by the agent, so writing may fail now.
-        os.kill(exabgp, signal.SIGKILL)
+    upstream_end: list[str] = []
+
+    def upstream() -> None:
+        # ExaBGP -> agent. When ExaBGP's end closes (it exited, even by SIGKILL), the agent
+        # must see its socket close: shut it down, which also ends the pump below.
+        upstream_end.append(_pump(stdin_fd, sock.sendall))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    # agent -> ExaBGP here; either direction ending ends the bridge.
+    downstream_end = _pump(sock.fileno(), lambda data: _write_all(stdout_fd, data))
+    exabgp_gone = upstream_end == ["read"] or downstream_end == "write"
+    if not exabgp_gone and os.getppid() == exabgp != 1:
+        os.kill(exabgp, signal.SIGKILL)  # the agent went away: its ExaBGP must not live on
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
     return 0
 
 

@@ -23,6 +23,7 @@ RESTART_BACKOFF_FACTOR = 2.0
 RESTART_BACKOFF_RESET_AFTER = 60.0
 STOP_GRACE = 5.0  # SIGTERM to SIGKILL
 FIRST_START_TIMEOUT = 30.0
+RELAY_DRAIN = 1.0  # seconds to let ExaBGP's last output lines through after it exits
 
 
 # ExaBGP's short log format is "<category> <message>"; these words in it mean trouble.
@@ -77,35 +78,51 @@ class Supervisor:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
-    def _spawn(self) -> None:
-        try:
-            proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # our terminal's ^C must not reach it; we stop it
-            )
-        except OSError as exc:
-            raise SpeakerError(f"cannot start ExaBGP ({' '.join(self.argv)}): {exc}") from exc
+    def _spawn(self) -> bool:
+        """Start ExaBGP; False (nothing started) once stop() was called."""
+        # Under the lock: stop() either sees the new process (and stops it) or we see stop().
         with self._lock:
+            if self._stopping.is_set():
+                return False
+            try:
+                proc = subprocess.Popen(
+                    self.argv,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # our terminal's ^C must not reach it; we stop it
+                )
+            except OSError as exc:
+                raise SpeakerError(
+                    f"cannot start ExaBGP ({' '.join(self.argv)}): {exc}"
+                ) from exc
             self._proc = proc
         log.info("ExaBGP started (pid %d)", proc.pid)
+        return True
 
     def _relay_output(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if not line:
-                continue
-            log_exabgp_line(line)
-            if self._on_line is not None:
-                self._on_line(line)
+        try:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if not line:
+                    continue
+                log_exabgp_line(line)
+                if self._on_line is not None:
+                    try:
+                        self._on_line(line)
+                    except Exception:
+                        log.exception("ExaBGP output handler failed")
+        except (OSError, ValueError):
+            pass
+        finally:
+            proc.stdout.close()
 
     def _run(self) -> None:
         try:
-            self._spawn()
+            if not self._spawn():
+                return
         except SpeakerError as exc:
             self._first_error = exc
             return
@@ -116,8 +133,15 @@ class Supervisor:
             proc = self._proc
             assert proc is not None
             started = time.monotonic()
-            self._relay_output(proc)
+            # The output is relayed on its own thread and the exit is noticed here, from
+            # wait(): a child of ExaBGP that outlives it (its API helper) may hold the pipe
+            # open, and an exit must not wait for that pipe's EOF.
+            relay = threading.Thread(
+                target=self._relay_output, args=(proc,), name="speaker-exabgp-log", daemon=True
+            )
+            relay.start()
             code = proc.wait()
+            relay.join(RELAY_DRAIN)  # ExaBGP's last words, unless something holds the pipe
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - started
@@ -125,18 +149,22 @@ class Supervisor:
                 backoff = RESTART_BACKOFF_INITIAL
             log.error("ExaBGP exited with %s after %.1fs; restarting in %.1fs", code, ran, backoff)
             if self._on_exit is not None:
-                self._on_exit(code)
-            if self._stopping.wait(backoff):
-                return
-            backoff = min(backoff * RESTART_BACKOFF_FACTOR, RESTART_BACKOFF_MAX)
-            try:
-                self._spawn()
-                self.restarts += 1
-            except SpeakerError as exc:
-                log.error("%s", exc)
-                # keep the dead process as current so the loop waits and retries
+                try:
+                    self._on_exit(code)
+                except Exception:
+                    log.exception("ExaBGP exit handler failed")
+            while True:
                 if self._stopping.wait(backoff):
                     return
+                backoff = min(backoff * RESTART_BACKOFF_FACTOR, RESTART_BACKOFF_MAX)
+                try:
+                    if not self._spawn():
+                        return
+                except SpeakerError as exc:
+                    log.error("%s; retrying in %.1fs", exc, backoff)
+                    continue
+                self.restarts += 1
+                break
 
     def signal(self, signum: int) -> None:
         with self._lock:

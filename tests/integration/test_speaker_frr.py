@@ -149,6 +149,8 @@ def test_killed_exabgp_restarts_and_the_peer_keeps_forwarding_meanwhile():
             assert (
                 stale is None or stale.get("stale") or frr.neighbor_state(NODE_V4) == "Established"
             )
+            # The speaker notices the crash by itself (nothing written to the dead ExaBGP).
+            wait_for(lambda: not established(sp, TOR_V4), ROUTE_TIMEOUT, "the drop noticed")
             # The desired set changes during the gap; after the restart FRR holds exactly it.
             sp.set_desired([ann("10.244.1.0/24"), ann("10.244.3.0/24")])
             wait_for(
@@ -164,6 +166,64 @@ def test_killed_exabgp_restarts_and_the_peer_keeps_forwarding_meanwhile():
             )
             assert not path_of(frr, "10.244.1.0/24").get("stale")
             assert sp.counters()["exabgp_restarts"] >= 1
+
+
+def _orphan_bridges(socket_path: str) -> list[int]:
+    """API helpers of this speaker left without their ExaBGP (reparented to init)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdecimal():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"bgpd.speaker.bridge" in argv and socket_path.encode() in argv and ppid == 1:
+            found.append(int(entry))
+    return found
+
+
+def test_a_crashed_exabgp_is_noticed_and_restarted_with_nothing_written_to_it():
+    """SIGKILL (the OOM killer) with the desired set unchanged: no command goes to the dead
+    process, so only the driver's own exit detection can bring the session back."""
+    with routers.tor_and_node("frr-crash") as (tor, node):
+        conf = routers.frr_config(TOR_AS, {NODE_V4: NODE_AS})
+        wanted = {"10.244.1.0/24", "10.244.2.0/24"}
+        states: list[str] = []
+        box: list = []
+
+        def notify() -> None:
+            if box:
+                state = {p.address: p.state for p in box[0].peers()}.get(TOR_V4)
+                if not states or states[-1] != state:
+                    states.append(state)
+
+        with (
+            routers.frr(tor, conf) as frr,
+            speaker(bgp_config(peers(TOR_AS)[0]), node, notify=notify) as sp,
+        ):
+            box.append(sp)
+            sp.set_desired([ann(p) for p in wanted])
+            wait_for(lambda: frr_prefixes(frr) == wanted, SESSION_TIMEOUT, "routes at FRR")
+            assert sp.wait_synced(ROUTE_TIMEOUT)
+            socket_path = sp._api.path
+            first_pid = sp.exabgp_pid()
+            states.clear()
+            os.kill(first_pid, signal.SIGKILL)
+            wait_for(lambda: "down" in states, ROUTE_TIMEOUT, "the speaker to see the crash")
+            wait_for(
+                lambda: sp.counters()["exabgp_restarts"] >= 1, ROUTE_TIMEOUT, "ExaBGP restarted"
+            )
+            assert sp.exabgp_pid() not in (None, first_pid)
+            wait_for(lambda: established(sp, TOR_V4), SESSION_TIMEOUT, "the session back up")
+            assert states.index("down") < len(states) - 1 and states[-1] == "established"
+            wait_for(lambda: frr_prefixes(frr) == wanted, SESSION_TIMEOUT, "routes back at FRR")
+            assert sp.wait_synced(ROUTE_TIMEOUT)
+            assert sp.counters()["exabgp_exits"] == 1
+            wait_for(lambda: not _orphan_bridges(socket_path), ROUTE_TIMEOUT, "no orphan bridge")
 
 
 def test_a_restarted_peer_gets_the_whole_desired_set_back():
