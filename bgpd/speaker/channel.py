@@ -159,12 +159,17 @@ class ApiServer:
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:
                     line = raw.decode("utf-8", "replace").strip()
-                    if line == "done":
-                        conn.reply(True)
-                    elif line == "error":
-                        conn.reply(False)
-                    elif line:
-                        self._on_line(conn, line)
+                    try:
+                        if line == "done":
+                            conn.reply(True)
+                        elif line == "error":
+                            conn.reply(False)
+                        elif line:
+                            self._on_line(conn, line)
+                    except Exception:
+                        # One line we cannot handle must not close the connection: the
+                        # bridge would kill ExaBGP and every session with it.
+                        log.exception("speaker API: cannot handle %r", line[:500])
         except Exception:  # a bug here must not leave ExaBGP blocked on a full pipe
             log.exception("speaker API reader failed")
         finally:

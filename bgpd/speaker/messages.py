@@ -44,6 +44,7 @@ class Shutdown:
 @dataclass(frozen=True)
 class Unknown:
     text: str = field(repr=False)
+    reason: str = ""  # why it was not understood, when it looked like ours
 
 
 Message = StateChange | Notification | RoutesUpdate | Shutdown | Unknown
@@ -100,32 +101,65 @@ def _update(peer: str, body: dict) -> RoutesUpdate:
 
 
 def parse_message(line: str) -> Message:
-    """One line from ExaBGP (not ``done``/``error``, which the channel consumes)."""
+    """One line from ExaBGP (not ``done``/``error``, which the channel consumes).
+
+    Never raises: whatever cannot be understood comes back as Unknown, with the reason."""
     try:
         data = json.loads(line)
-    except ValueError:
-        return Unknown(line)
+    except ValueError as exc:
+        return Unknown(line, f"not JSON: {exc}")
     if not isinstance(data, dict):
-        return Unknown(line)
+        return Unknown(line, "not a JSON object")
+    try:
+        return _parse(line, data)
+    except Exception as exc:  # odd JSON must never take the API connection down
+        return Unknown(line, f"{type(exc).__name__}: {exc}")
+
+
+def _parse(line: str, data: dict) -> Message:
     kind = data.get("type")
     neighbor = data.get("neighbor", {})
-    peer = neighbor.get("address", {}).get("peer", "")
+    if not isinstance(neighbor, dict):
+        return Unknown(line, "neighbor is not an object")
+    address = neighbor.get("address", {})
+    if not isinstance(address, dict):
+        return Unknown(line, "neighbor address is not an object")
+    peer = address.get("peer", "")
+    if not isinstance(peer, str):
+        return Unknown(line, "peer address is not a string")
     if kind == "state" and peer:
-        return StateChange(peer, neighbor.get("state", ""), neighbor.get("reason", ""))
+        state, reason = neighbor.get("state", ""), neighbor.get("reason", "")
+        if not isinstance(state, str) or not isinstance(reason, str):
+            return Unknown(line, "state or reason is not a string")
+        return StateChange(peer, state, reason)
     if kind == "notification" and not neighbor:
         return Shutdown() if data.get("notification") == "shutdown" else Unknown(line)
     if kind == "notification":
         note = neighbor.get("notification") or neighbor.get("message", {}).get("notification", {})
+        if not isinstance(note, dict):
+            return Unknown(line, "notification is not an object")
         return Notification(
             peer,
-            neighbor.get("direction", ""),
-            int(note.get("code", 0)),
-            int(note.get("subcode", 0)),
+            str(neighbor.get("direction", "")),
+            _int(note.get("code", 0)),
+            _int(note.get("subcode", 0)),
             str(note.get("message", "")),
         )
     if kind == "update" and peer:
         try:
             return _update(peer, neighbor)
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return Unknown(line)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            return Unknown(line, f"bad update: {type(exc).__name__}: {exc}")
     return Unknown(line)
+
+
+def _int(value) -> int:
+    """A code as ExaBGP sends it (an int, maybe a numeric string); -1 when it is neither."""
+    if isinstance(value, bool):
+        return -1
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        return -1

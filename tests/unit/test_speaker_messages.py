@@ -67,3 +67,36 @@ def test_garbage_is_unknown_not_an_exception():
         parse_message('{"type": "update", "neighbor": {"address": {"peer": "x"}, "message": 5}}'),
         Unknown,
     )
+
+
+def test_odd_json_never_raises_and_says_why():
+    lines = [
+        '{"type": "state", "neighbor": []}',
+        '{"type": "state", "neighbor": {"address": "10.0.0.1", "state": "up"}}',
+        '{"type": "state", "neighbor": {"address": {"peer": ["10.0.0.1"]}, "state": "up"}}',
+        '{"type": "state", "neighbor": {"address": {"peer": {"a": 1}}, "state": "up"}}',
+        '{"type": "state", "neighbor": {"address": {"peer": "10.0.0.1"}, "state": {"x": 1}}}',
+        '{"type": "notification", "neighbor": {"address": {"peer": "10.0.0.1"}, "notification": 3}}',
+        '{"type": "notification", "neighbor": {"address": {"peer": "10.0.0.1"}, "message": 3}}',
+        '{"type": "update", "neighbor": {"address": {"peer": "10.0.0.1"}, '
+        '"message": {"update": {"announce": {"ipv4 unicast": {"bogus": ["10.1.0.0/24"]}}}}}}',
+        '{"type": "update", "neighbor": {"address": {"peer": "10.0.0.1"}, '
+        '"message": {"update": {"withdraw": {"ipv4 unicast": [{"no-nlri": 1}]}}}}}',
+        '{"type": 5, "neighbor": null}',
+        "[1, 2]",
+        '"text"',
+        "{",
+    ]
+    for line in lines:
+        message = parse_message(line)
+        assert isinstance(message, Unknown), line
+        if line.startswith('{"type": "'):
+            assert message.reason, line
+
+
+def test_a_notification_code_that_is_not_a_number_does_not_fail_the_line():
+    line = (
+        '{"type": "notification", "neighbor": {"address": {"peer": "10.0.0.1"}, '
+        '"direction": "receive", "notification": {"code": "x", "subcode": "2", "message": 7}}}'
+    )
+    assert parse_message(line) == Notification("10.0.0.1", "receive", -1, 2, "7")
