@@ -99,7 +99,9 @@ class Speaker:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._desired: frozenset[Announcement] = frozenset()
+        # None until the agent first says what it wants: until then nothing, not even an
+        # End-of-RIB, goes to a peer (a graceful-restart peer would flush what it kept of us).
+        self._desired: frozenset[Announcement] | None = None
         self._index = DesiredIndex()  # the writer thread's own: no lock needed
         self._peers = {p.address: PeerState.for_peer(bgp, p) for p in bgp.peers}
         self._counters = {"commands_sent": 0, "commands_refused": 0, "exabgp_exits": 0}
@@ -234,8 +236,11 @@ class Speaker:
         """Every established peer holds exactly its view of the desired set (true when no
         session is up: there is nothing to wait for)."""
         with self._lock:
+            desired = self._desired
             return all(
-                not st.needs_refresh and st.announced == peer_view(self._desired, st.target)
+                desired is not None
+                and not st.needs_refresh
+                and st.announced == peer_view(desired, st.target)
                 for st in self._peers.values()
                 if st.state == ESTABLISHED
             )
@@ -284,6 +289,12 @@ class Speaker:
     def _on_exit(self, code: int) -> None:
         with self._lock:
             self._counters["exabgp_exits"] += 1
+        # Its sessions died with it. Normally its API helper has closed our connection
+        # already; if not, close it here so every peer is reported down at once.
+        conn = self._api.current if self._api is not None else None
+        if conn is not None:
+            log.warning("ExaBGP exited (%s): closing its API connection %d", code, conn.generation)
+            conn.close()
 
     def _on_log_line(self, line: str) -> None:
         if "error" in line.lower() or "failure" in line.lower() or "could not" in line.lower():
@@ -305,7 +316,9 @@ class Speaker:
                     st.connecting_since = None
                 if state == ESTABLISHED:
                     st.reset_session()
-                    st.stale, st.announced = st.announced, {}
+                    # update, not replace: stale may hold late acks of the last session
+                    st.stale.update(st.announced)
+                    st.announced = {}
                     st.needs_refresh = True
                     self._wake.set()
                 elif state == "down":
@@ -329,7 +342,10 @@ class Speaker:
                 if changed:
                     self._learned_cache = None
             elif isinstance(msg, messages.Unknown):
-                log.debug("ExaBGP API: %s", line)
+                if msg.reason and line.startswith("{"):
+                    log.warning("ExaBGP API line not understood (%s): %s", msg.reason, line[:500])
+                else:
+                    log.debug("ExaBGP API: %s", line)
         if changed:
             self._changed()
 
@@ -350,13 +366,18 @@ class Speaker:
     def _plan(self, full: bool) -> list[tuple[PeerState, int, list[Command]]]:
         with self._lock:
             desired = self._desired
+        if desired is None:
+            # The agent has not said what it wants yet: a peer that is up keeps needs_refresh
+            # and gets its whole view (and End-of-RIB) once it has.
+            return []
         changed = self._index.update(desired)
         work = []
         with self._lock:
             for st in self._peers.values():
-                st.dirty |= changed
                 if st.state != ESTABLISHED:
+                    st.dirty = set()  # its next "up" sends the whole view anyway
                     continue
+                st.dirty |= changed
                 address = st.config.address
                 if st.needs_refresh:
                     st.needs_refresh = False
@@ -385,6 +406,9 @@ class Speaker:
             return
         for st, epoch, cmds in self._plan(full):
             for cmd in cmds:
+                with self._lock:
+                    if st.epoch != epoch:
+                        break  # the session went down: its next "up" starts a new round
                 if conn.send(cmd.line, functools.partial(self._on_reply, st, epoch, cmd)) is None:
                     return  # ExaBGP went away; the reconnect resets and replays
                 with self._lock:
@@ -408,7 +432,19 @@ class Speaker:
                 log.error("ExaBGP refused command %r: %s", cmd.line[:500], reason)
                 return
             if epoch != st.epoch:
-                return  # acknowledged by a session that has since gone down
+                # Acknowledged for a session that has since gone down. ExaBGP keeps such a
+                # route for the peer's next session, so it must be accounted for: on the
+                # refresh of the next "up" it is withdrawn if no longer desired.
+                if cmd.announced:
+                    if st.state == ESTABLISHED and not st.needs_refresh:
+                        # that refresh was planned already: let the next diff handle it
+                        for ann in cmd.announced:
+                            st.announced[ann.prefix] = ann
+                            st.dirty.add(ann.prefix)
+                        self._wake.set()
+                    else:
+                        st.stale.update((ann.prefix, ann) for ann in cmd.announced)
+                return
             for ann in cmd.withdrawn:
                 st.announced.pop(ann.prefix, None)
             for ann in cmd.announced:

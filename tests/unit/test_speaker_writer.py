@@ -19,9 +19,14 @@ class FakeConnection:
         self.refuse: set[str] = set()
         self.deferred: list = []
         self.defer = False
+        self.on_send = None  # called with each line before it is answered
+        self.closed = False
+        self.generation = 1
 
     def send(self, line, on_reply):
         self.lines.append(line)
+        if self.on_send is not None:
+            self.on_send(line)
         ok = not any(word in line for word in self.refuse)
         if self.defer:
             self.deferred.append((on_reply, ok))
@@ -31,6 +36,9 @@ class FakeConnection:
 
     def wait_idle(self, timeout):
         return True
+
+    def close(self):
+        self.closed = True
 
     def take(self):
         lines, self.lines = self.lines, []
@@ -143,3 +151,127 @@ def test_late_acknowledgements_from_a_previous_session_are_not_recorded():
         on_reply(ok)
     assert sp.announced(PEER) == set()
     assert sp._peers[PEER].announced == {}
+
+
+ANNOUNCE_10_1 = f"neighbor {PEER} announce attributes next-hop 10.0.0.2 origin igp nlri 10.1.0.0/24"
+WITHDRAW_10_1 = f"neighbor {PEER} withdraw attributes next-hop 10.0.0.2 nlri 10.1.0.0/24"
+EOR = f"neighbor {PEER} announce eor ipv4 unicast"
+
+
+def _up_and_in_sync(sp, conn, desired=()):
+    sp.set_desired(set(desired))
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    conn.take()
+
+
+def test_a_route_acknowledged_after_a_flap_is_withdrawn_once_no_longer_desired():
+    # ExaBGP processes a command after the session reset and queues the route for the next
+    # session; its "done" comes after "down". That route must not be forgotten.
+    sp, conn, _ = make_speaker()
+    _up_and_in_sync(sp, conn)
+    conn.defer = True
+    sp.set_desired({ann("10.1.0.0/24")})
+    sp._reconcile_once()  # announce 10.1.0.0/24 in flight
+    sp._on_line(conn, state_line("down", "peer reset"))
+    for on_reply, ok in conn.deferred:
+        on_reply(ok)
+    conn.defer = False
+    assert set(sp._peers[PEER].stale) == {ann("10.1.0.0/24").prefix}
+    sp.set_desired(set())  # the pod went away meanwhile
+    sp._reconcile_once()
+    conn.take()
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    assert conn.take() == [WITHDRAW_10_1, EOR]
+    assert sp.in_sync()
+
+
+def test_a_late_acknowledgement_after_the_refresh_was_planned_is_diffed_away():
+    sp, conn, _ = make_speaker()
+    _up_and_in_sync(sp, conn)
+    conn.defer = True
+    sp.set_desired({ann("10.1.0.0/24")})
+    sp._reconcile_once()
+    sp._on_line(conn, state_line("down", "peer reset"))
+    sp.set_desired(set())
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()  # the refresh (only End-of-RIB) is planned before the late "done"
+    assert conn.lines[-1] == EOR
+    sp._wake.clear()
+    for on_reply, ok in conn.deferred:
+        on_reply(ok)
+    conn.defer = False
+    conn.take()
+    assert sp._wake.is_set(), "the writer must be woken to withdraw it"
+    assert not sp.in_sync()
+    sp._reconcile_once()
+    assert conn.take() == [WITHDRAW_10_1]
+    assert sp.in_sync()
+
+
+def test_a_session_that_drops_mid_round_gets_no_more_of_that_round():
+    sp, conn, _ = make_speaker()
+    sp.set_desired({ann("10.1.0.0/24"), ann("10.2.0.0/24", med=1), ann("10.3.0.0/24", med=2)})
+    sp._on_line(conn, state_line("up"))
+
+    def drop_after_first(line):
+        conn.on_send = None
+        sp._on_line(conn, state_line("down", "hold timer expired"))
+
+    conn.on_send = drop_after_first
+    sp._reconcile_once()
+    assert len(conn.take()) == 1  # not the rest of the old session's round, nor its EOR
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    lines = conn.take()
+    assert len(lines) == 4 and lines[-1] == EOR
+    assert sp.in_sync()
+
+
+def test_nothing_is_sent_before_the_agent_first_says_what_it_wants():
+    sp, conn, _ = make_speaker()
+    sp._on_line(conn, state_line("up"))  # a graceful-restart peer that kept our old routes
+    sp._reconcile_once()
+    sp._reconcile_once(full=True)
+    assert conn.take() == []  # above all no lone End-of-RIB: it would flush them
+    assert not sp.in_sync()
+    sp.set_desired({ann("10.1.0.0/24")})
+    sp._reconcile_once()
+    assert conn.take() == [ANNOUNCE_10_1, EOR]
+    assert sp.in_sync()
+
+
+def test_changes_are_not_remembered_for_a_peer_that_is_down():
+    sp, conn, _ = make_speaker()
+    base = int(ipaddress.ip_address("2001:db8::"))
+    for i in range(500):  # pod churn while the peer is unreachable
+        sp.set_desired({ann(str(ipaddress.ip_network(ipaddress.ip_address(base + i))))})
+        sp._reconcile_once()
+    assert sp._peers[PEER].dirty == set()
+    sp.set_desired({ann("10.1.0.0/24")})
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    assert conn.take() == [ANNOUNCE_10_1, EOR]
+
+
+def test_an_exabgp_exit_closes_its_api_connection():
+    sp, conn, _ = make_speaker()
+    sp._on_exit(-9)
+    assert conn.closed
+    assert sp.counters()["exabgp_exits"] == 1
+
+
+def test_a_malformed_api_line_changes_nothing():
+    sp, conn, notified = make_speaker()
+    _up_and_in_sync(sp, conn, {ann("10.1.0.0/24")})
+    notified.clear()
+    for line in (
+        '{"type": "state", "neighbor": {"address": {"peer": ["10.0.0.1"]}, "state": "down"}}',
+        '{"type": "state", "neighbor": {"address": {"peer": "10.0.0.1"}, "state": ["down"]}}',
+        '{"type": "notification", "neighbor": {"address": {"peer": "10.0.0.1"}, '
+        '"notification": {"code": "x"}}}',
+    ):
+        sp._on_line(conn, line)
+    assert sp.peers()[0].state == "established"
+    assert sp.in_sync()
