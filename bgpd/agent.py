@@ -80,6 +80,7 @@ class Agent:
         self.applied: dict[str, Announcement] = {}  # what the speaker was last told
         self.kernel_applied: dict[str, KernelRoute] = {}
         self._holding_since: float | None = None
+        self._recent_withdrawals: tuple[tuple[float, int], ...] = ()
         self._outage_since: float | None = None
         self.status = Status()
 
@@ -168,7 +169,9 @@ class Agent:
             decision = self._decider.decide(snap, config, self.node_name)
         verdict = guard_withdrawals(self.applied, decision.announcements, synced=trusted,
                                     intended=decision.node_opted_out, now=start,
-                                    holding_since=self._holding_since, safety=config.safety)
+                                    holding_since=self._holding_since, safety=config.safety,
+                                    recent=self._recent_withdrawals)
+        self._recent_withdrawals = verdict.recent
         self._note_hold(verdict.held, verdict.reason, verdict.holding_since)
         self.speaker.set_desired(verdict.announce.values())
         with self._lock:  # what the speaker was told is what the guard compares next time

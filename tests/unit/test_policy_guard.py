@@ -52,3 +52,26 @@ def test_guard(case):
     again = guard_withdrawals(current, desired, synced=synced, intended=intended, now=now,
                               holding_since=since, safety=SAFETY)
     assert again == verdict
+
+
+def test_withdrawals_spread_over_rounds_are_counted_together():
+    """A deletion arriving in slices (each under the share) must not drain the node."""
+    current, recent, since = anns(20), (), None
+    remaining = 20
+    applied_counts = []
+    for round_no in range(5):  # 4 prefixes disappear every 2 s
+        remaining -= 4
+        desired = anns(remaining)
+        verdict = guard_withdrawals(current, desired, synced=True, intended=False,
+                                    now=round_no * 2.0, holding_since=since, safety=SAFETY,
+                                    recent=recent)
+        current, recent, since = verdict.announce, verdict.recent, verdict.holding_since
+        applied_counts.append(len(current))
+    assert applied_counts == [16, 12, 12, 12, 12], "the window let the node drain"
+    assert "already withdrawn" in verdict.reason
+
+
+def test_the_window_forgets_old_withdrawals():
+    verdict = guard_withdrawals(anns(20), anns(12), synced=True, intended=False, now=100.0,
+                                holding_since=None, safety=SAFETY, recent=((50.0, 8),))
+    assert len(verdict.announce) == 12 and verdict.recent == ((100.0, 8),)
