@@ -52,7 +52,6 @@ class Status:
     last_error: str = ""
     speaker_error: str = ""
     kernel_failures: list[str] = field(default_factory=list)
-    kernel_owned: int = 0
     rejections_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -262,7 +261,6 @@ class Agent:
         for line in failures:
             log.warning("event=kernel_route_failed detail=%r", line)
         self.status.kernel_failures = failures
-        self.status.kernel_owned = len(self.kernel_applied) - len(failures)
 
     def _note_hold(self, held: frozenset, reason: str, since: float | None) -> None:
         st = self.status

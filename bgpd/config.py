@@ -8,12 +8,11 @@ a broken ConfigMap in one round. Nothing here imports an adapter library.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bgpd.model import Attributes, IPNetwork
-from bgpd.values import parse_community
+from bgpd.values import is_plain_address, parse_community
 
 # Defaults an operator would expect; each is documented in README "Configuration".
 DEFAULT_HOLD_TIME = 90  # seconds, RFC 4271's suggested value
@@ -261,17 +260,8 @@ def _list(raw: dict, key: str, path: str, errs: _Errors) -> list[Any]:
     return value
 
 
-def _plain(value: Any) -> bool:
-    # The same rule as the policy's (bgpd/policy/addresses.py): no IPv6 zone index, no
-    # spaces; such text would reach ExaBGP's configuration.
-    return isinstance(value, str) and _PLAIN.fullmatch(value.strip()) is not None
-
-
-_PLAIN = re.compile(r"[0-9A-Fa-f:./]+")
-
-
 def parse_ip(value: Any, path: str, errs: _Errors) -> str | None:
-    if not _plain(value):
+    if not is_plain_address(value):
         errs.add(path, f"{_show(value)} is not an IP address")
         return None
     try:
@@ -282,7 +272,7 @@ def parse_ip(value: Any, path: str, errs: _Errors) -> str | None:
 
 
 def parse_network(value: Any, path: str, errs: _Errors) -> IPNetwork | None:
-    if not _plain(value):
+    if not is_plain_address(value):
         errs.add(path, f"{_show(value)} is not a CIDR prefix")
         return None
     try:

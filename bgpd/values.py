@@ -10,6 +10,7 @@ import re
 U16 = 0xFFFF
 U32 = 0xFFFFFFFF
 _DIGITS = re.compile(r"[0-9]+")
+_PLAIN_ADDRESS = re.compile(r"[0-9A-Fa-f:./]+")
 _MAX_DIGITS = 20
 
 
@@ -30,3 +31,13 @@ def parse_community(text: object, parts: int) -> str | None:
     if len(values) != parts or any(v is None for v in values):
         return None
     return ":".join(str(v) for v in values)
+
+
+def is_plain_address(text: object) -> bool:
+    """Only hex digits, ':', '.' and '/': no IPv6 zone index ("fe80::1%eth0"), no spaces.
+
+    Python's ipaddress accepts zone indexes whose text may hold spaces and newlines; such a
+    value would reach ExaBGP's command line and the kernel as another address than the one
+    compared for conflicts.
+    """
+    return isinstance(text, str) and _PLAIN_ADDRESS.fullmatch(text.strip()) is not None

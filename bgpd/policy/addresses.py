@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from functools import lru_cache
 
 from bgpd.model import IPNetwork
+from bgpd.values import is_plain_address
 
 # Parsing dominates a full decision over 20,000 Services; objects repeat across decisions.
 _PARSE_CACHE_SIZE = 1 << 17
@@ -65,18 +65,9 @@ def _cidr(text: str) -> tuple[IPNetwork | None, str, str]:
     return net, str(net), ""
 
 
-_PLAIN = re.compile(r"[0-9A-Fa-f:./]+")
-
-
 def not_plain(text: str) -> str:
-    """Why ``text`` is not a plain address or prefix, or "".
-
-    Python's ipaddress accepts IPv6 zone indexes ("fe80::1%eth0") whose text may hold
-    spaces and newlines: such a value would reach ExaBGP's command line and the kernel as
-    another address than the one compared for conflicts. Only hex digits, ':', '.' and '/'
-    pass.
-    """
-    if not _PLAIN.fullmatch(text):
+    """Why ``text`` is not a plain address or prefix (see values.is_plain_address), or ""."""
+    if not is_plain_address(text):
         return f"{text[:60]!r} is not a plain IP address (only digits, ':', '.', '/')"
     return ""
 
