@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgpd.config import parse_config  # noqa: E402
 from bgpd.model import EndpointInfo, EndpointSliceInfo, NodeInfo, PodInfo, ServiceInfo, Snapshot  # noqa: E402
+from bgpd.policy.endpoints import summarize  # noqa: E402
 from bgpd.policy.decide import Decider  # noqa: E402
 from bgpd.runtime import freeze_after_sync, gc_paused, tune_gc  # noqa: E402
 
@@ -52,7 +53,10 @@ def build(services: int, pods: int):
         eps = tuple(EndpointInfo(addresses=(f"10.244.{(i + k) & 255}.{k + 2}",),
                                  node_name=f"node-{(i + k) % 5000:04d}", ready=True)
                     for k in range(3))
-        sl = EndpointSliceInfo(namespace=ns, name=f"{name}-x", service_name=name, endpoints=eps)
+        ready, terminating, usable = summarize(eps, NODE)
+        sl = EndpointSliceInfo(namespace=ns, name=f"{name}-x", service_name=name,
+                               local_ready=ready, local_serving_terminating=terminating,
+                               usable=usable)
         slices[sl.key] = sl
     pod_map = {}
     for i in range(pods):

@@ -285,7 +285,8 @@ class Agent:
                       claim.value, claim.reason, claim.detail)
             if self.events is not None:
                 self.events.record(kind.capitalize(), namespace, name, claim.reason,
-                                   f"{claim.value}: {claim.detail}")
+                                   f"{claim.value}: {claim.detail}",
+                                   cluster_wide=decision.same_on_every_node(claim))
         self.status.rejections_by_reason = counts
 
     # ------------------------------------------------------------------ views

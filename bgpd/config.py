@@ -8,10 +8,13 @@ a broken ConfigMap in one round. Nothing here imports an adapter library.
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bgpd.model import Attributes, IPNetwork
+from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
 from bgpd.values import is_plain_address, parse_community
 
 # Defaults an operator would expect; each is documented in README "Configuration".
@@ -28,6 +31,11 @@ DEFAULT_DEBUG_ADDRESS = "127.0.0.1:9180"
 DEFAULT_METRICS_ADDRESS = "0.0.0.0:9181"
 DEFAULT_RESYNC_SECONDS = 60.0
 DEFAULT_DEBOUNCE_SECONDS = 0.05
+# Communities one announcement may carry (pool and Service annotation together): what an
+# operator's routers match on is a handful; thousands only serve to blow up UPDATEs.
+DEFAULT_MAX_COMMUNITIES = 32
+DEFAULT_MAX_LARGE_COMMUNITIES = 32
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 FAMILIES = ("ipv4-unicast", "ipv6-unicast")
 
@@ -99,12 +107,30 @@ class Pool:
     cidrs: tuple[IPNetwork, ...]
     allow: frozenset[str]
     attributes: Attributes = Attributes()
+    # Which namespaces may claim addresses of this pool (MetalLB's serviceAllocation):
+    # listed by name, or by their labels (matchLabels); neither set means every namespace.
+    namespaces: frozenset[str] = frozenset()
+    namespace_selector: Mapping[str, str] = field(default_factory=dict)
 
     def contains(self, prefix: IPNetwork) -> bool:
         return any(
             prefix.version == c.version and prefix.subnet_of(c)  # type: ignore[arg-type]
             for c in self.cidrs
         )
+
+    @property
+    def shared(self) -> bool:
+        """Open to every namespace (no restriction set)."""
+        return not self.namespaces and not self.namespace_selector
+
+    def admits(self, namespace: str, labels: Mapping[str, str] | None) -> bool:
+        """May objects of ``namespace`` (whose labels are ``labels``, None if unknown)
+        claim addresses here?"""
+        if namespace in self.namespaces or self.shared:
+            return True
+        if not self.namespace_selector or labels is None:
+            return False
+        return all(labels.get(k) == v for k, v in self.namespace_selector.items())
 
 
 @dataclass(frozen=True)
@@ -144,6 +170,12 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_communities: int = DEFAULT_MAX_COMMUNITIES
+    max_large_communities: int = DEFAULT_MAX_LARGE_COMMUNITIES
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     pod_cidrs: tuple[IPNetwork, ...] = ()
     service_cidrs: tuple[IPNetwork, ...] = ()
@@ -165,11 +197,17 @@ class Config:
     kernel: KernelConfig = KernelConfig()
     safety: SafetyConfig = SafetyConfig()
     http: HttpConfig = HttpConfig()
+    limits: LimitsConfig = LimitsConfig()
     annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX
     log_format: str = "keyvalue"  # or "json"
     log_level: str = "info"
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
     debounce_seconds: float = DEFAULT_DEBOUNCE_SECONDS
+
+    @property
+    def selects_namespaces(self) -> bool:
+        """Some pool admits namespaces by label: the policy needs namespace labels."""
+        return any(p.namespace_selector for p in self.pools)
 
 
 # ------------------------------------------------------------------ parsing
@@ -341,11 +379,7 @@ def _parse_peer(raw: Any, path: str, errs: _Errors) -> PeerConfig | None:
     for i, fam in enumerate(families):
         if fam not in FAMILIES:
             errs.add(f"{path}.families[{i}]", f"{_show(fam)} must be one of {', '.join(FAMILIES)}")
-    selector = raw.get("node_selector") or {}
-    if not isinstance(selector, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in selector.items()):
-        errs.add(f"{path}.node_selector", f"{_show(selector)} must map label names to strings")
-        selector = {}
+    selector = _labels(raw, "node_selector", path, errs)
     password_file = _str(raw, "password_file", path, errs, None)
     if password_file is not None and not password_file.startswith("/"):
         errs.add(f"{path}.password_file", f"{_show(password_file)} must be an absolute path")
@@ -368,6 +402,32 @@ def _parse_peer(raw: Any, path: str, errs: _Errors) -> PeerConfig | None:
         name=_str(raw, "name", path, errs, "") or "",
     )
     return peer
+
+
+def _labels(raw: dict, key: str, path: str, errs: _Errors) -> dict[str, str]:
+    """A matchLabels mapping (label name -> value)."""
+    selector = raw.get(key) or {}
+    if not isinstance(selector, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in selector.items()):
+        errs.add(f"{path}.{key}", f"{_show(selector)} must map label names to strings")
+        return {}
+    return dict(selector)
+
+
+def _check_attribute_limits(attrs: Attributes, limits: LimitsConfig, path: str,
+                            errs: _Errors) -> None:
+    """Configured attributes must leave room within the limits annotations are held to."""
+    if len(attrs.communities) > limits.max_communities:
+        errs.add(f"{path}.communities", f"{len(attrs.communities)} communities exceed "
+                                        f"limits.max_communities {limits.max_communities}")
+    if len(attrs.large_communities) > limits.max_large_communities:
+        errs.add(f"{path}.large_communities",
+                 f"{len(attrs.large_communities)} large communities exceed "
+                 f"limits.max_large_communities {limits.max_large_communities}")
+    size = encoded_size(attrs, 6)
+    if size > BGP_MAX_MESSAGE:
+        errs.add(path, f"its attributes make a {size}-byte UPDATE, over the "
+                       f"{BGP_MAX_MESSAGE}-byte BGP message")
 
 
 def _parse_bgp(raw: Any, errs: _Errors) -> BgpConfig:
@@ -416,7 +476,8 @@ def _parse_pools(items: list[Any], cluster: ClusterConfig, errs: _Errors) -> tup
     names: set[str] = set()
     for i, item in enumerate(items):
         path = f"pools[{i}]"
-        raw = _mapping(item, path, errs, ("name", "cidrs", "allow") + _ATTR_KEYS)
+        raw = _mapping(item, path, errs, ("name", "cidrs", "allow", "namespaces",
+                                          "namespace_selector") + _ATTR_KEYS)
         name = _str(raw, "name", path, errs, _MISSING) or f"pool{i}"
         if name in names:
             errs.add(f"{path}.name", f"{_show(name)} is used by another pool")
@@ -435,8 +496,16 @@ def _parse_pools(items: list[Any], cluster: ClusterConfig, errs: _Errors) -> tup
             errs.add(f"{path}.allow", f"is required (one or more of {', '.join(USES)})")
         for j, cidr in enumerate(cidrs):
             _check_pool_overlap(cidr, uses, cluster, f"{path}.cidrs[{j}]", errs)
+        namespaces = []
+        for j, ns in enumerate(_list(raw, "namespaces", path, errs)):
+            if isinstance(ns, str) and _DNS_LABEL.fullmatch(ns):
+                namespaces.append(ns)
+            else:
+                errs.add(f"{path}.namespaces[{j}]", f"{_show(ns)} is not a namespace name")
         pools.append(Pool(name=name, cidrs=cidrs, allow=uses,
-                          attributes=parse_attributes(raw, path, errs)))
+                          attributes=parse_attributes(raw, path, errs),
+                          namespaces=frozenset(namespaces),
+                          namespace_selector=_labels(raw, "namespace_selector", path, errs)))
     for a in range(len(pools)):
         for b in range(a + 1, len(pools)):
             for ca in pools[a].cidrs:
@@ -503,7 +572,7 @@ def _parse_address(raw: dict, key: str, path: str, errs: _Errors, default: str) 
 
 
 _TOP_KEYS = ("bgp", "advertise", "pools", "cluster", "import", "kernel", "safety", "http",
-             "annotation_prefix", "logging", "resync_seconds", "debounce_seconds")
+             "limits", "annotation_prefix", "logging", "resync_seconds", "debounce_seconds")
 
 
 def parse_config(raw: Any) -> Config:
@@ -545,6 +614,18 @@ def parse_config(raw: Any) -> Config:
         guard_min_prefixes=_int(s_raw, "guard_min_prefixes", "safety", errs,
                                 DEFAULT_GUARD_MIN_PREFIXES, 0, 10_000_000),
     )
+    l_raw = _mapping(top.get("limits"), "limits", errs, ("max_communities",
+                                                         "max_large_communities"))
+    limits = LimitsConfig(
+        max_communities=_int(l_raw, "max_communities", "limits", errs,
+                             DEFAULT_MAX_COMMUNITIES, 0, 1000),
+        max_large_communities=_int(l_raw, "max_large_communities", "limits", errs,
+                                   DEFAULT_MAX_LARGE_COMMUNITIES, 0, 330),
+    )
+    for i, pool in enumerate(pools):
+        _check_attribute_limits(pool.attributes, limits, f"pools[{i}]", errs)
+    _check_attribute_limits(advertise.pod_cidr_attributes, limits,
+                            "advertise.pod_cidr_attributes", errs)
     h_raw = _mapping(top.get("http"), "http", errs, ("debug_address", "metrics_address"))
     http = HttpConfig(
         debug_address=_parse_address(h_raw, "debug_address", "http", errs,
@@ -560,7 +641,7 @@ def parse_config(raw: Any) -> Config:
     config = Config(
         bgp=bgp, advertise=advertise, pools=pools, cluster=cluster,
         import_=_parse_import(top.get("import"), errs), kernel=kernel, safety=safety,
-        http=http, annotation_prefix=prefix,
+        http=http, limits=limits, annotation_prefix=prefix,
         log_format=_str(log_raw, "format", "logging", errs, "keyvalue", ("keyvalue", "json")),
         log_level=_str(log_raw, "level", "logging", errs, "info",
                        ("debug", "info", "warning", "error")),

@@ -120,6 +120,11 @@ class KernelRoute:
 # --------------------------------------------------------- Kubernetes snapshot
 
 
+# Objects keep only what the policy reads: annotations under the agent's prefix with a
+# bounded value, bounded address lists. What the converter had to leave out is said in
+# ``problems`` (bounded too), which the policy reports as bad-annotation / bad-address.
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     name: str
@@ -128,6 +133,15 @@ class NodeInfo:
     pod_cidrs: tuple[str, ...] = ()
     addresses: tuple[tuple[str, str], ...] = ()  # (type, address), e.g. ("InternalIP", "10.0.0.1")
     unschedulable: bool = False
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    """A namespace's labels, for pools restricted by ``namespace_selector``."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +156,7 @@ class PodInfo:
     created: float = 0.0  # unix time of metadata.creationTimestamp
     deleting: bool = False  # metadata.deletionTimestamp is set
     host_network: bool = False
+    problems: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -160,6 +175,9 @@ class ServiceInfo:
     internal_traffic_policy: str = "Cluster"
     annotations: Mapping[str, str] = field(default_factory=dict)
     created: float = 0.0
+    # (name, protocol) of spec.ports: kube-proxy joins EndpointSlice ports to these.
+    ports: tuple[tuple[str, str], ...] = (("", "TCP"),)
+    problems: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -168,20 +186,33 @@ class ServiceInfo:
 
 @dataclass(frozen=True, slots=True)
 class EndpointInfo:
+    """One endpoint as the API writes it; only ever summarised (policy/endpoints.py)."""
+
     addresses: tuple[str, ...] = ()
     node_name: str | None = None
-    ready: bool | None = None  # None means unknown, which Kubernetes says to read as ready
-    serving: bool | None = None
-    terminating: bool | None = None
+    ready: bool | None = None  # None means unset: kube-proxy reads it as ready
+    serving: bool | None = None  # unset: serving
+    terminating: bool | None = None  # unset: not terminating
 
 
 @dataclass(frozen=True, slots=True)
 class EndpointSliceInfo:
+    """An EndpointSlice as one node's agent needs it: its ports and three numbers, not its
+    endpoints (a slice holds up to 1,000 of them; any tenant can create slices).
+
+    ``local_ready`` / ``local_serving_terminating``: endpoints on this node that kube-proxy
+    counts as ready, or as serving while terminating; ``usable``: some endpoint anywhere is
+    either. See bgpd/policy/endpoints.py for the rules (kube-proxy's).
+    """
+
     namespace: str
     name: str
     service_name: str  # label kubernetes.io/service-name
     address_type: str = "IPv4"
-    endpoints: tuple[EndpointInfo, ...] = ()
+    ports: tuple[tuple[str, str], ...] = (("", "TCP"),)  # (name, protocol) of usable ports
+    local_ready: int = 0
+    local_serving_terminating: int = 0
+    usable: bool = False
 
     @property
     def key(self) -> str:
@@ -205,3 +236,4 @@ class Snapshot:
     services: Mapping[str, ServiceInfo] = field(default_factory=dict)
     endpoint_slices: Mapping[str, EndpointSliceInfo] = field(default_factory=dict)
     synced: bool = True
+    namespaces: Mapping[str, NamespaceInfo] = field(default_factory=dict)

@@ -38,7 +38,8 @@ class Kernel(Protocol):
 
 
 class Events(Protocol):
-    def record(self, kind: str, namespace: str, name: str, reason: str, message: str) -> None: ...
+    def record(self, kind: str, namespace: str, name: str, reason: str, message: str,
+               cluster_wide: bool = False) -> None: ...
 
 
 class SpeakerFactory(Protocol):

@@ -53,10 +53,12 @@ class EventsPort:
     def __init__(self, recorder: Any):
         self.recorder = recorder
 
-    def record(self, kind: str, namespace: str, name: str, reason: str, message: str) -> None:
+    def record(self, kind: str, namespace: str, name: str, reason: str, message: str,
+               cluster_wide: bool = False) -> None:
         from bgpd.kube.events import ObjectRef
 
-        self.recorder.record(ObjectRef(kind, namespace, name), reason, message)
+        self.recorder.record(ObjectRef(kind, namespace, name), reason, message,
+                             cluster_wide=cluster_wide)
 
 
 def _config_poller(path: str, current: Config) -> Callable[[], Config | None]:
@@ -133,7 +135,7 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
                        notify=wake, netns=netns, log_level=config.log_level.upper())
 
     extra = {"timing": timing} if timing is not None else {}
-    cache = ClusterCache(client, node, notify=wake, **extra)
+    cache = ClusterCache(client, node, notify=wake, prefix=config.annotation_prefix, **extra)
     recorder = EventRecorder(client, node)
     kernel = KernelTable(netns=netns, table=config.kernel.table, proto=config.kernel.proto)
     def on_kernel(_reason: str, result: Any) -> None:

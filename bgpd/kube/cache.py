@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -21,28 +22,32 @@ from bgpd.model import NodeInfo, Snapshot
 
 log = logging.getLogger(__name__)
 
-NODE, POD, SERVICE, ENDPOINT_SLICE = "Node", "Pod", "Service", "EndpointSlice"
-KINDS = (NODE, POD, SERVICE, ENDPOINT_SLICE)
+NODE, POD, SERVICE, ENDPOINT_SLICE, NAMESPACE = (
+    "Node", "Pod", "Service", "EndpointSlice", "Namespace")
+KINDS = (NODE, POD, SERVICE, ENDPOINT_SLICE, NAMESPACE)
 
 STOP_JOIN_TIMEOUT_S = 5.0
 """How long ``stop()`` waits for each watcher thread to end (they are daemon threads, so a
 thread stuck in a TLS handshake cannot keep the process alive anyway)."""
 
 
-def resources(node_name: str) -> tuple[Resource, ...]:
-    """What the agent on ``node_name`` watches."""
+def resources(node_name: str, prefix: str = convert.DEFAULT_PREFIX) -> tuple[Resource, ...]:
+    """What the agent on ``node_name`` watches; ``prefix``: its annotation prefix (only
+    annotations under it are kept)."""
     return (
-        Resource(NODE, "/api/v1/nodes", convert.node_from, f"metadata.name={node_name}"),
-        Resource(POD, "/api/v1/pods", convert.pod_from, f"spec.nodeName={node_name}"),
-        Resource(SERVICE, "/api/v1/services", convert.service_from),
-        Resource(
-            ENDPOINT_SLICE, "/apis/discovery.k8s.io/v1/endpointslices", convert.endpoint_slice_from
-        ),
+        Resource(NODE, "/api/v1/nodes", partial(convert.node_from, prefix=prefix),
+                 f"metadata.name={node_name}"),
+        Resource(POD, "/api/v1/pods", partial(convert.pod_from, prefix=prefix),
+                 f"spec.nodeName={node_name}"),
+        Resource(SERVICE, "/api/v1/services", partial(convert.service_from, prefix=prefix)),
+        Resource(ENDPOINT_SLICE, "/apis/discovery.k8s.io/v1/endpointslices",
+                 partial(convert.endpoint_slice_from, node=node_name)),
+        Resource(NAMESPACE, "/api/v1/namespaces", convert.namespace_from),
     )
 
 
 class ClusterCache:
-    """Watches this node's Node and Pods, all Services and EndpointSlices."""
+    """Watches this node's Node and Pods, all Services, EndpointSlices and Namespaces."""
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class ClusterCache:
         node_name: str,
         notify: Callable[[], None] | None = None,
         timing: WatchTiming = DEFAULT_TIMING,
+        prefix: str = convert.DEFAULT_PREFIX,
     ) -> None:
         self.node_name = node_name
         self._notify = notify or (lambda: None)
@@ -59,7 +65,8 @@ class ClusterCache:
         self._frozen: dict[str, tuple[int, Mapping[str, Any]]] = {}  # kind -> (generation, copy)
         self._synced_kinds: set[str] = set()
         self._synced = threading.Event()
-        self._watchers = {r.kind: Watcher(client, r, self, timing) for r in resources(node_name)}
+        self._watchers = {r.kind: Watcher(client, r, self, timing)
+                          for r in resources(node_name, prefix)}
         self._threads: list[threading.Thread] = []
 
     # --------------------------------------------------------------- lifecycle
@@ -107,6 +114,7 @@ class ClusterCache:
             services=maps[SERVICE],
             endpoint_slices=maps[ENDPOINT_SLICE],
             synced=synced,
+            namespaces=maps[NAMESPACE],
         )
 
     def _frozen_map(self, kind: str) -> Mapping[str, Any]:

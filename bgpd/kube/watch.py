@@ -10,7 +10,6 @@ exponential backoff.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bgpd.kube import convert
-from bgpd.kube.client import KubeClient, discard
+from bgpd.kube.client import KubeClient, discard, loads
 from bgpd.kube.errors import GoneError, KubeError
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,8 @@ class WatchStats:
     relists: int = 0  # lists forced by 410 Gone
     watch_restarts: int = 0  # watches ended by an error (not by the server's timeout)
     events: int = 0
-    skipped: int = 0  # objects the converter rejected
+    skipped: int = 0  # objects the converter rejected, events that did not decode
+    last_skip: str = ""
     last_error: str = ""
     last_error_at: float = 0.0
     last_ok_at: float = 0.0  # the last list or watch the server accepted: healthy since
@@ -222,11 +222,25 @@ class Watcher:
 
     def _add(self, items: dict[str, Any], obj: Any) -> None:
         key = convert.object_key(obj)
-        value = self.resource.convert(obj) if key is not None else None
+        value = self._convert(obj, key) if key is not None else None
         if value is None:
             self.stats.skipped += 1
             return
         items[key] = value
+
+    def _convert(self, obj: Any, key: str | None) -> Any:
+        """The converter's answer; None (reported) if it raised: one object never stops a
+        list or a watch."""
+        try:
+            return self.resource.convert(obj)
+        except Exception as exc:  # noqa: BLE001 - a converter bug must cost one object only
+            self._skip(f"{key}: cannot convert: {type(exc).__name__}: {exc}")
+            return None
+
+    def _skip(self, why: str) -> None:
+        self.stats.skipped += 1
+        self.stats.last_skip = why[:300]
+        log.warning("%s: skipped: %s", self.resource.kind, why[:300])
 
     # -------------------------------------------------------------------- watch
 
@@ -259,13 +273,17 @@ class Watcher:
             discard(resp)  # the stream may have ended mid-event: never reuse its connection
 
     def _event(self, line: bytes, rv: str) -> str:
-        """Apply one watch event line; return the resourceVersion to resume from."""
+        """Apply one watch event line; return the resourceVersion to resume from.
+
+        A line that does not decode, or an object the converter cannot read, is skipped
+        and reported: the stream goes on (the next event of that object replaces it)."""
         kind = self.resource.kind
         try:
-            event = json.loads(line)
+            event = loads(line)
             etype, obj = event["type"], event["object"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise KubeError(f"watch {kind}: undecodable event: {exc}") from exc
+            self._skip(f"undecodable watch event: {type(exc).__name__}: {exc}")
+            return rv
         if etype == "ERROR":
             code = obj.get("code") if isinstance(obj, dict) else None
             message = obj.get("message", "") if isinstance(obj, dict) else str(obj)
@@ -283,7 +301,7 @@ class Watcher:
         if etype == "DELETED":
             self.store.apply(kind, key, None)
         elif etype in ("ADDED", "MODIFIED"):
-            value = self.resource.convert(obj)
+            value = self._convert(obj, key)
             if value is None:
                 self.stats.skipped += 1  # no longer usable: forget the old version too
             self.store.apply(kind, key, value)

@@ -9,7 +9,15 @@ from bgpd.model import IPNetwork
 from bgpd.values import is_plain_address
 
 # Parsing dominates a full decision over 20,000 Services; objects repeat across decisions.
-_PARSE_CACHE_SIZE = 1 << 17
+# Only addresses that parse are cached (a failure raises, which lru_cache never keeps), and
+# nothing longer than an address is looked up: strings a tenant writes and deletes again
+# cannot pile up here. Bounded: about 200 bytes an entry, 13 MB when full.
+_PARSE_CACHE_SIZE = 1 << 16
+_MAX_TEXT = 64  # "ffff:ffff:...:255.255.255.255/128" is 49 characters
+
+
+class _Invalid(ValueError):
+    pass
 
 
 def host_prefix(text: object) -> tuple[IPNetwork | None, str, str]:
@@ -20,22 +28,29 @@ def host_prefix(text: object) -> tuple[IPNetwork | None, str, str]:
     """
     if not isinstance(text, str):
         return None, "", f"{text!r} is not a string"
-    return _host_prefix(text)
+    try:
+        return _host_prefix(text if len(text) <= _MAX_TEXT else _too_long(text))
+    except _Invalid as exc:
+        return None, "", str(exc)
+
+
+def _too_long(text: str) -> str:
+    raise _Invalid(f"a {len(text)}-character string is not an IP address")
 
 
 @lru_cache(maxsize=_PARSE_CACHE_SIZE)
-def _host_prefix(text: str) -> tuple[IPNetwork | None, str, str]:
+def _host_prefix(text: str) -> tuple[IPNetwork, str, str]:
     text = text.strip()
     why = not_plain(text)
     if why:
-        return None, "", why
+        raise _Invalid(why)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
-        return None, "", f"{text!r} is not an IP address"
+        raise _Invalid(f"{text!r} is not an IP address") from None
     why = unroutable(addr)
     if why:
-        return None, "", f"{addr} is {why}"
+        raise _Invalid(f"{addr} is {why}")
     net = ipaddress.ip_network(addr)
     return net, str(net), ""
 
@@ -44,24 +59,27 @@ def cidr(text: object) -> tuple[IPNetwork | None, str, str]:
     """A node's pod CIDR: a network, strictly written, and routable."""
     if not isinstance(text, str):
         return None, "", f"{text!r} is not a string"
-    return _cidr(text)
+    try:
+        return _cidr(text if len(text) <= _MAX_TEXT else _too_long(text))
+    except _Invalid as exc:
+        return None, "", str(exc)
 
 
 @lru_cache(maxsize=4096)
-def _cidr(text: str) -> tuple[IPNetwork | None, str, str]:
+def _cidr(text: str) -> tuple[IPNetwork, str, str]:
     text = text.strip()
     why = not_plain(text)
     if why:
-        return None, "", why
+        raise _Invalid(why)
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
-        return None, "", f"{text!r} is not a CIDR prefix ({exc})"
+        raise _Invalid(f"{text!r} is not a CIDR prefix ({exc})") from None
     if net.prefixlen == 0:
-        return None, "", f"{net} covers every address"
+        raise _Invalid(f"{net} covers every address")
     why = unroutable(net.network_address)
     if why:
-        return None, "", f"{net} is {why}"
+        raise _Invalid(f"{net} is {why}")
     return net, str(net), ""
 
 

@@ -33,6 +33,14 @@ NODE_ASN = "asn"
 NODE_PEER_IPS = "peer-ips"
 NODE_PEER_ASNS = "peer-asns"
 
+# The names each kind is read for: the Kubernetes adapter keeps only these (anything else
+# under the prefix is reported as unknown, never stored).
+SERVICE_KEYS = frozenset({ADVERTISE, ADVERTISE_CLUSTER_IP, ADVERTISE_EXTERNAL_IPS,
+                          ADVERTISE_LB_IPS, REQUIRE_READY, COMMUNITIES, LARGE_COMMUNITIES,
+                          LOCAL_PREF, MED})
+POD_KEYS = frozenset({POD_EXTERNAL_IPS})
+NODE_KEYS = frozenset({NODE_ASN, NODE_PEER_IPS, NODE_PEER_ASNS})
+
 
 def flag(annotations: Mapping[str, str], prefix: str, name: str, default: bool
          ) -> tuple[bool, str]:

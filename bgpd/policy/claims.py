@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -71,10 +72,16 @@ def _pool_for(key: str, pools: tuple[Pool, ...]) -> Pool | None:
     return None
 
 
-def pool_verdict(prefix: IPNetwork, key: str, use: str, pools: tuple[Pool, ...]
-                 ) -> tuple[Pool | None, str, str]:
-    """Default deny: an address is allowed only inside a pool that allows its use."""
-    return _pool_verdict(key, use, pools)
+def pool_verdict(key: str, use: str, pools: tuple[Pool, ...], namespace: str | None = None,
+                 ns_labels: Mapping[str, str] | None = None) -> tuple[Pool | None, str, str]:
+    """Default deny: an address is allowed only inside a pool that allows its use and, for
+    an object in ``namespace`` (whose labels are ``ns_labels``), admits that namespace."""
+    pool, reason, detail = _pool_verdict(key, use, pools)
+    if (pool is not None and reason == reasons.ANNOUNCED and namespace is not None
+            and not pool.admits(namespace, ns_labels)):
+        return pool, reasons.NAMESPACE_FORBIDDEN, (
+            f"pool {pool.name!r} does not admit namespace {namespace!r}")
+    return pool, reason, detail
 
 
 @lru_cache(maxsize=1 << 17)

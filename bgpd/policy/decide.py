@@ -16,6 +16,7 @@ from bgpd.model import (
     EndpointSliceInfo,
     IPNetwork,
     KernelRoute,
+    NamespaceInfo,
     NextHop,
     ServiceInfo,
     Snapshot,
@@ -33,8 +34,11 @@ _SVC = "2:"
 
 
 def _contender(claim: Claim) -> str:
-    # Pods on one node sharing an address are one contender: that is how ECMP is asked for.
-    return "pod/*" if claim.use == POD_EXTERNAL_IP else claim.owner
+    # Pods of one namespace sharing an address are one contender: that is how ECMP is
+    # asked for. Pods of another namespace are another contender, never a next hop of it.
+    if claim.use == POD_EXTERNAL_IP:
+        return claim.owner.rpartition("/")[0] + "/*"
+    return claim.owner
 
 
 class Decision:
@@ -78,6 +82,16 @@ class Decision:
     def rejections(self) -> list[Claim]:
         return [c for c in self.claims if c.rejected]
 
+    def same_on_every_node(self, claim: Claim) -> bool:
+        """Does every node reach this verdict, word for word? True for a Service's, unless
+        it lost to pods (which only their node sees); so one node may report it for all."""
+        if not claim.owner.startswith("service/"):
+            return False
+        if claim.reason != reasons.CONFLICT:
+            return True
+        win = self._winners.get(claim.key)
+        return win is not None and win[1].startswith("service/")
+
     def explain(self, prefix: IPNetwork) -> list[Claim]:
         """Every claim on ``prefix``, or on a prefix containing it (a pod CIDR, say)."""
         index = self._index
@@ -106,7 +120,9 @@ class Decider:
         self._slices: Mapping[str, EndpointSliceInfo] = {}
         self._slices_of: dict[str, dict[str, EndpointSliceInfo]] = {}  # service key -> slices
         self._services: Mapping[str, ServiceInfo] = {}
-        self._svc_inputs: dict[str, tuple[ServiceInfo, tuple[EndpointSliceInfo, ...]]] = {}
+        self._namespaces: Mapping[str, NamespaceInfo] = {}
+        self._svc_inputs: dict[str, tuple[ServiceInfo, tuple[EndpointSliceInfo, ...],
+                                          NamespaceInfo | None]] = {}
         self._sources: dict[str, tuple[Claim, ...]] = {}
         self._by_prefix: dict[str, dict[str, tuple[Claim, ...]]] = {}
         self._ann: dict[str, Announcement] = {}
@@ -130,8 +146,17 @@ class Decider:
             if problem:  # e.g. "flase": the node keeps announcing, and says why
                 local[_NODE] += (Claim(problem, None, "label", f"node/{node.name}", 0.0,
                                        reasons.BAD_ANNOTATION, problem),)
+        by_label = config.selects_namespaces
+        namespaces = snapshot.namespaces
+
+        def labels(name: str) -> Mapping[str, str] | None:
+            if not by_label:
+                return None
+            ns = namespaces.get(name)
+            return ns.labels if ns is not None else None
+
         for key, pod in snapshot.pods.items():
-            local[_POD + key] = pod_claims(pod, pod_cidrs, config)
+            local[_POD + key] = pod_claims(pod, pod_cidrs, config, labels(pod.namespace))
         for key in [k for k in self._sources if k[0] in "01" and k not in local]:
             self._set_source(key, (), dirty)
         for key, claims in local.items():
@@ -139,15 +164,17 @@ class Decider:
                 self._set_source(key, claims, dirty)
 
         changed_services = self._diff_slices(snapshot.endpoint_slices)
+        changed_ns = self._diff_namespaces(namespaces) if by_label else set()
         services = snapshot.services
-        if services is not self._services or changed_services:
+        if services is not self._services or changed_services or changed_ns:
             inputs = self._svc_inputs
             for key in self._services.keys() - services.keys():
                 inputs.pop(key, None)
                 self._set_source(_SVC + key, (), dirty)
             for key, svc in services.items():
                 seen = inputs.get(key)
-                if seen is not None and seen[0] is svc and key not in changed_services:
+                if (seen is not None and seen[0] is svc and key not in changed_services
+                        and svc.namespace not in changed_ns):
                     continue
                 group = self._slices_of.get(key)
                 if not group:
@@ -156,11 +183,14 @@ class Decider:
                     slices = tuple(group.values())
                 else:  # sorted, so the comparison below does not depend on arrival order
                     slices = tuple(group[k] for k in sorted(group))
-                if seen is not None and seen[0] is svc and seen[1] == slices:
+                ns_info = namespaces.get(svc.namespace) if by_label else None
+                if (seen is not None and seen[0] is svc and seen[1] == slices
+                        and seen[2] == ns_info):
                     continue
-                inputs[key] = (svc, slices)
-                self._set_source(_SVC + key, service_claims(svc, slices, node_name, config),
-                                 dirty)
+                inputs[key] = (svc, slices, ns_info)
+                self._set_source(_SVC + key, service_claims(
+                    svc, slices, node_name, config, ns_info.labels if ns_info else None),
+                    dirty)
             self._services = services
 
         for prefix in dirty:
@@ -172,6 +202,16 @@ class Decider:
                         {} if opted_out else dict(self._routes),
                         dict(self._sources), dict(self._winners), opted_out, snapshot.synced,
                         note)
+
+    def _diff_namespaces(self, namespaces: Mapping[str, NamespaceInfo]) -> set[str]:
+        """Names of namespaces whose labels changed (or that came or went)."""
+        prev = self._namespaces
+        if namespaces is prev:
+            return set()
+        self._namespaces = namespaces
+        changed = {name for name in prev.keys() - namespaces.keys()}
+        changed.update(name for name, ns in namespaces.items() if prev.get(name) != ns)
+        return changed
 
     def _diff_slices(self, slices: Mapping[str, EndpointSliceInfo]) -> set[str]:
         """Service keys whose EndpointSlices changed since the last decision."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bgpd.config import Config
 from bgpd.model import NO_ATTRIBUTES, IPNetwork, NodeInfo, PodInfo
 from bgpd.policy import annotations as ann
@@ -15,12 +17,21 @@ _DONE_PHASES = ("Succeeded", "Failed")
 def node_claims(node: NodeInfo, config: Config) -> tuple[tuple[Claim, ...], list[IPNetwork]]:
     """The node's own pod CIDRs: announced without any pool (they are the node's own)."""
     owner = f"node/{node.name}"
-    claims = []
+    claims = [Claim(p, None, "annotation", owner, 0.0, reasons.BAD_ANNOTATION, p)
+              for p in node.problems]
     nets = []
     for value in node.pod_cidrs:
         net, key, why = cidr(value)
         if net is None:
             claims.append(Claim(value, None, POD_CIDR, owner, 0.0, reasons.BAD_ADDRESS, why))
+            continue
+        cluster = config.cluster.pod_cidrs
+        if cluster and not _inside(net, list(cluster)):
+            # A Node's podCIDR comes from the controller-manager (or whoever can write the
+            # Node): when the cluster's range is known, nothing outside it is the node's.
+            claims.append(Claim(value, net, POD_CIDR, owner, 0.0, reasons.OUTSIDE_POOLS,
+                                f"{net} lies outside cluster.pod_cidrs "
+                                f"({', '.join(map(str, cluster))})", key=key))
             continue
         nets.append(net)
         if config.advertise.pod_cidr:
@@ -37,11 +48,13 @@ def _inside(net: IPNetwork, cidrs: list[IPNetwork]) -> bool:
     return any(net.version == c.version and net.subnet_of(c) for c in cidrs)  # type: ignore[arg-type]
 
 
-def pod_claims(pod: PodInfo, pod_cidrs: list[IPNetwork], config: Config) -> tuple[Claim, ...]:
+def pod_claims(pod: PodInfo, pod_cidrs: list[IPNetwork], config: Config,
+               ns_labels: Mapping[str, str] | None = None) -> tuple[Claim, ...]:
     if pod.host_network or pod.phase in _DONE_PHASES:
         return ()
     owner = f"pod/{pod.key}"
-    claims: list[Claim] = []
+    claims: list[Claim] = [Claim(p, None, "annotation", owner, pod.created,
+                                 reasons.BAD_ANNOTATION, p) for p in pod.problems]
     own_ips: dict[int, str] = {}
     for value in pod.ips:
         net, key, why = host_prefix(value)
@@ -56,7 +69,8 @@ def pod_claims(pod: PodInfo, pod_cidrs: list[IPNetwork], config: Config) -> tupl
                 claims.append(base.verdict(reasons.ANNOUNCED,
                                            "pod host route inside the node's pod CIDR"))
             continue  # otherwise the pod CIDR covers it; no claim of its own
-        pool, reason, detail = pool_verdict(net, key, POD_IP, config.pools)
+        pool, reason, detail = pool_verdict(key, POD_IP, config.pools, pod.namespace,
+                                            ns_labels)
         claims.append(Claim(value, net, POD_IP, owner, pod.created, reason,
                             f"outside the node's pod CIDR; {detail}",
                             pool.name if pool else None,
@@ -72,7 +86,8 @@ def pod_claims(pod: PodInfo, pod_cidrs: list[IPNetwork], config: Config) -> tupl
                                 reasons.BAD_ADDRESS, why))
             continue
         via = own_ips.get(net.version)
-        pool, reason, detail = pool_verdict(net, key, POD_EXTERNAL_IP, config.pools)
+        pool, reason, detail = pool_verdict(key, POD_EXTERNAL_IP, config.pools,
+                                            pod.namespace, ns_labels)
         claim = Claim(value, net, POD_EXTERNAL_IP, owner, pod.created, reason, detail,
                       pool.name if pool else None, pool.attributes if pool else NO_ATTRIBUTES,
                       via, key)

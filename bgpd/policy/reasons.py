@@ -17,10 +17,11 @@ NODE_NOT_SELECTED = "node-not-selected"
 # Rejections: bad or dangerous input. Each raises a Kubernetes Event on the object.
 OUTSIDE_POOLS = "outside-pools"  # default deny (CVE-2020-8554)
 POOL_FORBIDS_USE = "pool-forbids-use"
+NAMESPACE_FORBIDDEN = "namespace-forbidden"  # the pool does not admit the object's namespace
 BAD_ADDRESS = "bad-address"  # unparsable, /0, loopback, link-local, multicast ...
 WRONG_FAMILY = "wrong-family"
 CONFLICT = "conflict"  # another object won this address
 BAD_ANNOTATION = "bad-annotation"
 
-REJECTIONS = frozenset({OUTSIDE_POOLS, POOL_FORBIDS_USE, BAD_ADDRESS, WRONG_FAMILY, CONFLICT,
-                        BAD_ANNOTATION})
+REJECTIONS = frozenset({OUTSIDE_POOLS, POOL_FORBIDS_USE, NAMESPACE_FORBIDDEN, BAD_ADDRESS,
+                        WRONG_FAMILY, CONFLICT, BAD_ANNOTATION})

@@ -1,49 +1,59 @@
 """Claims made by one Service: its ClusterIPs, externalIPs and LoadBalancer IPs.
 
-The verdict for one Service depends only on that Service, its EndpointSlices, this node's
-name and the config, which is what lets the decider reuse it when nothing of it changed.
+The verdict for one Service depends only on that Service, its EndpointSlices, its
+namespace's labels, this node's name and the config, which is what lets the decider reuse
+it when nothing of it changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
-from bgpd.config import Config
-from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, ServiceInfo
+from bgpd.config import Config, LimitsConfig, Pool
+from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, IPNetwork, ServiceInfo
 from bgpd.policy import annotations as ann
 from bgpd.policy import reasons
 from bgpd.policy.addresses import host_prefix
+from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
 from bgpd.policy.claims import CLUSTER_IP, EXTERNAL_IP, LOAD_BALANCER_IP, Claim, pool_verdict
+from bgpd.policy.endpoints import local_and_anywhere
 
 
-def endpoint_state(slices: Iterable[EndpointSliceInfo], node: str) -> tuple[bool, bool]:
-    """(a usable endpoint on this node, a ready endpoint anywhere).
+def announced_attributes(pool: Pool | None, extra: Attributes, limits: LimitsConfig,
+                         version: int) -> tuple[Attributes, str]:
+    """The pool's attributes with the Service's added, unless together they pass a limit:
+    then the pool's alone, and why (the Service is still announced)."""
+    base = pool.attributes if pool else NO_ATTRIBUTES
+    if extra is NO_ATTRIBUTES:
+        return base, ""
+    merged = base.merged(extra)
+    why = ""
+    if len(merged.communities) > limits.max_communities:
+        why = (f"{len(merged.communities)} communities exceed limits.max_communities "
+               f"{limits.max_communities}")
+    elif len(merged.large_communities) > limits.max_large_communities:
+        why = (f"{len(merged.large_communities)} large communities exceed "
+               f"limits.max_large_communities {limits.max_large_communities}")
+    elif encoded_size(merged, version) > BGP_MAX_MESSAGE:
+        why = (f"the attributes make a {encoded_size(merged, version)}-byte UPDATE, over the "
+               f"{BGP_MAX_MESSAGE}-byte BGP message")
+    return (base, why) if why else (merged, "")
 
-    Usable follows kube-proxy: ready (unknown counts as ready), or, when nothing here is
-    ready, serving while terminating, so a rolling update does not drop the route early.
-    """
-    local_ready = local_serving = any_ready = False
-    for sl in slices:
-        for ep in sl.endpoints:
-            ready = ep.ready is not False and ep.terminating is not True
-            if ready:
-                any_ready = True
-            if ep.node_name == node:
-                if ready:
-                    local_ready = True
-                elif ep.serving and ep.terminating:
-                    local_serving = True
-    return local_ready or local_serving, any_ready
+
+def _cluster_ip_versions(svc: ServiceInfo) -> frozenset[int]:
+    # The API server validates ClusterIPs: a ":" is all that tells the families apart.
+    return frozenset(6 if ":" in value else 4 for value in svc.cluster_ips)
 
 
 def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node: str,
-                   config: Config) -> tuple[Claim, ...]:
+                   config: Config, ns_labels: Mapping[str, str] | None = None
+                   ) -> tuple[Claim, ...]:
     owner = f"service/{svc.key}"
     prefix = config.annotation_prefix
     notes = svc.annotations
     adv = config.advertise
     headless = not svc.cluster_ips or svc.cluster_ips[0] == "None"
-    problems: list[str] = []
+    problems: list[str] = list(svc.problems)
 
     def flag(name: str, default: bool) -> bool:
         if not notes:  # the common case: no annotations, nothing to parse
@@ -71,7 +81,9 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
         ignored = "ExternalName Services have no addresses to announce"
     elif headless:
         ignored = "headless Service (clusterIP None)"
-    endpoints: tuple[bool, bool] | None = None
+    endpoints: dict[int, tuple[int, bool]] = {}  # per IP version, read only when gated
+    cluster_versions: frozenset[int] | None = None
+    limit_problem = ""
 
     claims: list[Claim] = []
     for use, values, enabled, traffic_policy in wanted:
@@ -92,23 +104,48 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                 claims.append(Claim(value, net, use, owner, svc.created, verdict, why, None,
                                     NO_ATTRIBUTES, None, key))
                 continue
-            pool, reason, detail = pool_verdict(net, key, use, config.pools)
-            attrs: Attributes = (pool.attributes.merged(extra) if extra is not NO_ATTRIBUTES
-                                 else pool.attributes) if pool else extra
-            local_policy = traffic_policy == "Local"
-            if reason == reasons.ANNOUNCED and (local_policy or require_ready):
-                if endpoints is None:  # only gated addresses need the endpoints read
-                    endpoints = endpoint_state(slices, node)
-                local, anywhere = endpoints
-                if local_policy and not local:
-                    reason, detail = reasons.NO_LOCAL_ENDPOINT, (
-                        f"{traffic_policy} traffic policy and no ready endpoint on node {node}")
-                elif not local_policy and not anywhere:
-                    reason, detail = (reasons.NO_READY_ENDPOINT,
-                                      "require-ready-endpoint and no endpoint is ready")
+            pool, reason, detail = pool_verdict(key, use, config.pools, svc.namespace, ns_labels)
+            attrs, too_big = announced_attributes(pool, extra, config.limits, net.version)
+            limit_problem = limit_problem or too_big
+            if reason == reasons.ANNOUNCED and use != CLUSTER_IP:
+                if cluster_versions is None:
+                    cluster_versions = _cluster_ip_versions(svc)
+                if net.version not in cluster_versions:
+                    # kube-proxy programs a family's external addresses only for a Service
+                    # with a ClusterIP of that family: nothing on this node would forward.
+                    reason, detail = reasons.WRONG_FAMILY, (
+                        f"the Service has no IPv{net.version} ClusterIP, so kube-proxy does "
+                        f"not forward its IPv{net.version} addresses")
+            local = traffic_policy == "Local"
+            if reason == reasons.ANNOUNCED and (local or require_ready):
+                reason, detail = _endpoint_gate(
+                    net, svc, slices, node, endpoints, local=local,
+                    traffic_policy=traffic_policy, detail=detail)
             claims.append(Claim(value, net, use, owner, svc.created, reason, detail,
                                 pool.name if pool else None, attrs, None, key))
+    if limit_problem:
+        problems.append(f"{prefix}/{ann.COMMUNITIES}, {prefix}/{ann.LARGE_COMMUNITIES}: "
+                        f"{limit_problem}; announced with the pool's attributes only")
     for problem in problems:
         claims.append(Claim(problem, None, "annotation", owner, svc.created,
                             reasons.BAD_ANNOTATION, problem))
     return tuple(claims)
+
+
+def _endpoint_gate(net: IPNetwork, svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...],
+                   node: str, cache: dict[int, tuple[int, bool]], *, local: bool,
+                   traffic_policy: str, detail: str) -> tuple[str, str]:
+    """Announce only where kube-proxy has somewhere to send the traffic (see endpoints.py):
+    Local policy needs a usable endpoint here, require-ready-endpoint one anywhere."""
+    state = cache.get(net.version)
+    if state is None:
+        state = cache[net.version] = local_and_anywhere(svc.ports, slices, net.version)
+    here, anywhere = state
+    if local and not here:
+        return reasons.NO_LOCAL_ENDPOINT, (
+            f"{traffic_policy} traffic policy and no usable IPv{net.version} endpoint on "
+            f"node {node}")
+    if not local and not anywhere:
+        return reasons.NO_READY_ENDPOINT, (
+            f"require-ready-endpoint and no usable IPv{net.version} endpoint anywhere")
+    return reasons.ANNOUNCED, detail

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from functools import partial
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -200,8 +201,10 @@ def server_state(cp: ControlPlane, node: str) -> dict[str, dict[str, Any]]:
         ),
         "services": convert_all(_list_all(cp, "/api/v1/services"), convert.service_from),
         "endpoint_slices": convert_all(
-            _list_all(cp, "/apis/discovery.k8s.io/v1/endpointslices"), convert.endpoint_slice_from
+            _list_all(cp, "/apis/discovery.k8s.io/v1/endpointslices"),
+            partial(convert.endpoint_slice_from, node=node),
         ),
+        "namespaces": convert_all(_list_all(cp, "/api/v1/namespaces"), convert.namespace_from),
     }
 
 
@@ -212,6 +215,7 @@ def cache_state(cache: ClusterCache) -> dict[str, dict[str, Any]]:
         "pods": dict(snap.pods),
         "services": dict(snap.services),
         "endpoint_slices": dict(snap.endpoint_slices),
+        "namespaces": dict(snap.namespaces),
     }
 
 

@@ -135,24 +135,20 @@ def test_endpoint_slices_follow_pod_readiness(cp):
         cp.api("POST", f"/api/v1/namespaces/{ns}/services", service_body(ns, "web", {"app": "web"}))
         set_pod_status(cp, ns, "web-1", "10.244.1.21", ready=True)
 
-        def ready_endpoint():
-            for eps in cache.snapshot().endpoint_slices.values():
-                if eps.service_key == f"{ns}/web":
-                    for ep in eps.endpoints:
-                        if ep.addresses == ("10.244.1.21",) and ep.ready:
-                            return ep
-            return None
+        def slices():
+            return [e for e in cache.snapshot().endpoint_slices.values()
+                    if e.service_key == f"{ns}/web"]
 
-        ep = eventually(ready_endpoint, "a ready endpoint in the Service's EndpointSlice")
-        assert ep.node_name == NODE
+        # The cache keeps each slice as this node sees it: a ready endpoint here.
+        eventually(lambda: any(e.local_ready == 1 and e.usable for e in slices()),
+                   "a ready local endpoint in the Service's EndpointSlice")
+        (sl,) = slices()
+        assert sl.address_type == "IPv4" and sl.local_serving_terminating == 0
 
         set_pod_status(cp, ns, "web-1", "10.244.1.21", ready=False)
 
         def not_ready():
-            slices = [
-                e for e in cache.snapshot().endpoint_slices.values() if e.service_key == f"{ns}/web"
-            ]
-            return slices and all(not ep.ready for e in slices for ep in e.endpoints)
+            return slices() and all(e.local_ready == 0 and not e.usable for e in slices())
 
         eventually(not_ready, "the endpoint turning not-ready")
 

@@ -91,9 +91,11 @@ class FakeKernel:
 class FakeEvents:
     def __init__(self):
         self.events: list[tuple[str, str, str, str, str]] = []
+        self.cluster_wide: list[bool] = []
 
-    def record(self, kind, namespace, name, reason, message):
+    def record(self, kind, namespace, name, reason, message, cluster_wide=False):
         self.events.append((kind, namespace, name, reason, message))
+        self.cluster_wide.append(cluster_wide)
 
 
 class Speakers:

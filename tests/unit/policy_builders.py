@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from bgpd.config import parse_config
 from bgpd.model import EndpointInfo, EndpointSliceInfo, NodeInfo, PodInfo, ServiceInfo, Snapshot
+from bgpd.policy.endpoints import summarize
 
 NODE = "node1"
 OTHER = "node2"
 
 BASE_CONFIG = {
     "bgp": {"asn": 64512, "peers": [{"address": "10.0.0.1", "asn": 65000}]},
-    "cluster": {"pod_cidrs": ["10.244.0.0/16"], "service_cidrs": ["10.96.0.0/16"]},
+    "cluster": {"pod_cidrs": ["10.244.0.0/16", "fd00:244::/32"], "service_cidrs": ["10.96.0.0/16"]},
     "pools": [
         {"name": "external", "cidrs": ["198.51.100.0/24", "2001:db8:e::/64"],
          "allow": ["external-ip", "pod-external-ip"], "communities": ["65000:100"]},
@@ -49,19 +50,27 @@ def service(name, ns="default", created=1.0, **kw):
     return ServiceInfo(namespace=ns, name=name, created=created, **kw)
 
 
-def slice_for(svc_name, *endpoints, ns="default", name=None):
-    eps = tuple(EndpointInfo(addresses=(f"10.244.9.{i}",), node_name=n, ready=r,
-                             serving=s, terminating=t)
+def slice_for(svc_name, *endpoints, ns="default", name=None, address_type="IPv4",
+              ports=(("", "TCP"),), node_name=NODE):
+    """A slice as ``node_name``'s agent keeps it; endpoints are (node, ready, serving,
+    terminating) tuples."""
+    v6 = address_type == "IPv6"
+    eps = tuple(EndpointInfo(addresses=(f"fd00:244:9::{i + 1}" if v6 else f"10.244.9.{i}",),
+                             node_name=n, ready=r, serving=s, terminating=t)
                 for i, (n, r, s, t) in enumerate(endpoints))
+    local_ready, local_st, usable = summarize(eps, node_name)
     return EndpointSliceInfo(namespace=ns, name=name or f"{svc_name}-abc",
-                             service_name=svc_name, endpoints=eps)
+                             service_name=svc_name, address_type=address_type,
+                             ports=tuple(ports), local_ready=local_ready,
+                             local_serving_terminating=local_st, usable=usable)
 
 
-def snapshot(node_info=None, pods=(), services=(), slices=(), synced=True):
+def snapshot(node_info=None, pods=(), services=(), slices=(), synced=True, namespaces=()):
     return Snapshot(
         node=node_info if node_info is not None else node(),
         pods={p.key: p for p in pods},
         services={s.key: s for s in services},
         endpoint_slices={s.key: s for s in slices},
         synced=synced,
+        namespaces={n.name: n for n in namespaces},
     )

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bgpd.kube import convert
-from bgpd.kube.cache import ENDPOINT_SLICE, NODE, POD, SERVICE, ClusterCache
+from bgpd.kube.cache import ENDPOINT_SLICE, NAMESPACE, NODE, POD, SERVICE, ClusterCache
 from bgpd.kube.errors import GoneError, KubeError
 from bgpd.kube.watch import BACKOFF_JITTER, Backoff, Resource, Watcher, WatchTiming
 from bgpd.model import NodeInfo, PodInfo, ServiceInfo
@@ -73,7 +73,7 @@ def test_snapshot_is_consistent_read_only_and_cheap():
 
 def test_synced_when_every_kind_listed():
     cache, wakeups = make_cache()
-    for kind in (NODE, POD, SERVICE):
+    for kind in (NODE, POD, SERVICE, NAMESPACE):
         cache.mark_synced(kind)
         assert not cache.synced
     cache.mark_synced(ENDPOINT_SLICE)
@@ -133,8 +133,49 @@ def test_watch_error_events():
     with pytest.raises(KubeError) as err:
         watcher._event(event("ERROR", {"kind": "Status", "code": 500, "message": "boom"}), "1")
     assert not isinstance(err.value, GoneError)
-    with pytest.raises(KubeError):
-        watcher._event(b"{not json", "1")
+
+
+def test_an_undecodable_event_is_skipped_and_the_stream_goes_on():
+    store = FakeStore()
+    watcher = Watcher(None, Resource(SERVICE, "/x", convert.service_from), store,
+                      WatchTiming())  # type: ignore[arg-type]
+    # Not JSON: skipped, and the resume point stays where it was (a line cut by a broken
+    # connection is fetched again when the watch resumes).
+    assert watcher._event(b"{not json", "7") == "7"
+    assert watcher.stats.skipped == 1 and "undecodable" in watcher.stats.last_skip
+    svc = {"metadata": {"namespace": "ns", "name": "s", "resourceVersion": "8"},
+           "spec": {"clusterIP": "10.96.0.1"}}
+    assert watcher._event(event("ADDED", svc), "7") == "8"
+    assert "ns/s" in store.items
+
+
+def test_deeply_nested_json_an_api_server_accepts_still_decodes():
+    depth = 9_000  # the API server's Go decoder takes up to 10,000 levels; Python ~1,000
+    nested = '{"f:a":' * depth + "{}" + "}" * depth
+    svc = (b'{"type":"ADDED","object":{"metadata":{"namespace":"ns","name":"deep",'
+           b'"resourceVersion":"9","managedFields":[{"fieldsV1":' + nested.encode()
+           + b'}]},"spec":{"clusterIP":"10.96.0.1"}}}')
+    store = FakeStore()
+    watcher = Watcher(None, Resource(SERVICE, "/x", convert.service_from), store,
+                      WatchTiming())  # type: ignore[arg-type]
+    assert watcher._event(svc, "8") == "9"
+    assert store.items["ns/deep"].cluster_ips == ("10.96.0.1",)
+
+
+def test_a_converter_that_raises_costs_one_object_not_the_watch():
+    def broken(obj):
+        if obj["metadata"]["name"] == "bad":
+            raise RecursionError("deep")
+        return convert.service_from(obj)
+
+    store = FakeStore()
+    watcher = Watcher(None, Resource(SERVICE, "/x", broken), store,
+                      WatchTiming())  # type: ignore[arg-type]
+    for name, rv in (("bad", "2"), ("good", "3")):
+        raw = {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv}}
+        assert watcher._event(event("ADDED", raw), "1") == rv
+    assert set(store.items) == {"ns/good"}
+    assert "cannot convert: RecursionError" in watcher.stats.last_skip
 
 
 def test_unusable_update_forgets_old_version():

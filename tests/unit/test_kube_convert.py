@@ -6,14 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgpd.kube import convert
-from bgpd.model import EndpointInfo, EndpointSliceInfo, NodeInfo, PodInfo, ServiceInfo
+from bgpd.model import EndpointSliceInfo, NamespaceInfo, NodeInfo, PodInfo, ServiceInfo
 
 NODE = {
     "metadata": {
         "name": "node1",
         "labels": {"kubernetes.io/hostname": "node1", "rack": "r1"},
         "annotations": {
-            "bgpd.io/asn": "65001",
+            "bgpd.dev/asn": "65001",
+            "other.io/asn": "65002",
             "kubectl.kubernetes.io/last-applied-configuration": "{}",
         },
         "resourceVersion": "42",
@@ -36,7 +37,7 @@ POD = {
         "namespace": "default",
         "name": "web-1",
         "creationTimestamp": "2024-05-01T10:00:00Z",
-        "annotations": {"a": "b"},
+        "annotations": {"a": "b", "bgpd.dev/external-ips": "198.51.100.9"},
     },
     "spec": {"nodeName": "node1", "hostNetwork": False},
     "status": {
@@ -70,6 +71,7 @@ SLICE = {
         "labels": {"kubernetes.io/service-name": "web"},
     },
     "addressType": "IPv4",
+    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": None, "port": 9}],
     "endpoints": [
         {
             "addresses": ["10.244.1.5"],
@@ -77,6 +79,8 @@ SLICE = {
             "conditions": {"ready": True, "serving": True, "terminating": False},
         },
         {"addresses": ["10.244.2.7"], "conditions": {}},
+        {"addresses": ["10.244.1.6"], "nodeName": "node1",
+         "conditions": {"ready": False, "serving": True, "terminating": True}},
     ],
 }
 
@@ -86,7 +90,7 @@ def test_node_fields():
     assert node == NodeInfo(
         name="node1",
         labels={"kubernetes.io/hostname": "node1", "rack": "r1"},
-        annotations={"bgpd.io/asn": "65001"},  # last-applied-configuration is dropped
+        annotations={"bgpd.dev/asn": "65001"},  # only ours are kept
         pod_cidrs=("10.244.1.0/24", "fd00:1::/64"),
         addresses=(("InternalIP", "10.0.0.1"), ("Hostname", "node1")),
         unschedulable=True,
@@ -107,7 +111,7 @@ def test_pod_fields():
         ips=("10.244.1.5", "fd00:1::5"),
         phase="Running",
         ready=True,
-        annotations={"a": "b"},
+        annotations={"bgpd.dev/external-ips": "198.51.100.9"},
         created=1714557600.0,
         deleting=False,
         host_network=False,
@@ -154,25 +158,22 @@ def test_service_defaults_and_headless():
     assert svc == ServiceInfo(namespace="a", name="b", cluster_ips=("None",))
 
 
-def test_endpoint_slice_fields():
-    eps = convert.endpoint_slice_from(SLICE)
+def test_endpoint_slice_is_kept_as_seen_from_this_node():
+    eps = convert.endpoint_slice_from(SLICE, node="node1")
     assert eps == EndpointSliceInfo(
         namespace="shop",
         name="web-abcde",
         service_name="web",
         address_type="IPv4",
-        endpoints=(
-            EndpointInfo(
-                addresses=("10.244.1.5",),
-                node_name="node1",
-                ready=True,
-                serving=True,
-                terminating=False,
-            ),
-            EndpointInfo(addresses=("10.244.2.7",)),  # unknown conditions stay None
-        ),
+        ports=(("http", "TCP"),),  # the port with a null name is one kube-proxy ignores
+        local_ready=1,
+        local_serving_terminating=1,
+        usable=True,
     )
     assert eps.service_key == "shop/web"
+    elsewhere = convert.endpoint_slice_from(SLICE, node="node2")
+    assert (elsewhere.local_ready, elsewhere.local_serving_terminating, elsewhere.usable) == (
+        0, 0, True)
 
 
 def test_endpoint_slice_without_service_label_is_skipped():
@@ -194,7 +195,7 @@ def test_malformed_fields_fall_back_to_defaults():
         "metadata": {
             "namespace": "a",
             "name": "b",
-            "annotations": {"ok": "1", "bad": 5},
+            "annotations": {"ok": "1", "bad": 5, "bgpd.dev/med": 5},
             "creationTimestamp": "yesterday",
         },
         "spec": {"externalIPs": "198.51.100.1", "clusterIPs": [None, "10.96.0.1", 7], "type": 3},
@@ -202,7 +203,8 @@ def test_malformed_fields_fall_back_to_defaults():
     }
     svc = convert.service_from(raw)
     assert svc == ServiceInfo(
-        namespace="a", name="b", cluster_ips=("10.96.0.1",), annotations={"ok": "1"}
+        namespace="a", name="b", cluster_ips=("10.96.0.1",),
+        problems=("bgpd.dev/med: value is not a string",),
     )
 
 
@@ -298,5 +300,56 @@ def test_wrong_container_types_are_ignored():
         "endpoints": 3,
     }
     assert convert.endpoint_slice_from(raw) == EndpointSliceInfo(
-        namespace="a", name="s", service_name="x"
+        namespace="a", name="s", service_name="x", ports=()
     )
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+def test_only_our_known_annotations_are_kept_and_the_rest_reported():
+    raw = {"metadata": {"namespace": "t", "name": "s", "annotations": {
+        "bgpd.dev/communities": "65000:1",
+        "bgpd.dev/comunities": "65000:2",  # a typo is reported, not kept
+        "bgpd.dev/local-pref": "9" * (convert.MAX_ANNOTATION_VALUE + 1),
+        "team.example/notes": "x" * 200_000,  # not ours: never kept, never reported
+    }}, "spec": {"clusterIP": "10.96.0.1"}}
+    svc = convert.service_from(raw)
+    assert dict(svc.annotations) == {"bgpd.dev/communities": "65000:1"}
+    assert len(svc.problems) == 2
+    assert svc.problems[0].startswith("bgpd.dev/comunities: unknown annotation")
+    assert svc.problems[1] == (f"bgpd.dev/local-pref: value of "
+                               f"{convert.MAX_ANNOTATION_VALUE + 1} characters is longer than "
+                               f"{convert.MAX_ANNOTATION_VALUE}; ignored")
+    other = convert.service_from(raw, prefix="example.org")
+    assert not other.annotations and not other.problems
+
+
+def test_address_lists_and_problems_are_bounded():
+    many = [f"198.51.{i // 256}.{i % 256}" for i in range(10_000)]
+    raw = {"metadata": {"namespace": "t", "name": "s",
+                        "annotations": {f"bgpd.dev/x{i}": "1" for i in range(500)}},
+           "spec": {"clusterIP": "10.96.0.1", "externalIPs": many + ["1" * 5000]}}
+    svc = convert.service_from(raw)
+    assert svc.external_ips == tuple(many[:convert.MAX_ADDRESSES])
+    assert len(svc.problems) == convert.MAX_PROBLEMS
+    assert all(len(p) <= convert.MAX_PROBLEM_TEXT for p in svc.problems)
+    assert "is not an address" in svc.problems[0]
+    assert f"{10_000 - convert.MAX_ADDRESSES} addresses beyond" in svc.problems[1]
+
+
+def test_proxy_mode_ingress_ips_and_ports():
+    raw = {"metadata": {"namespace": "t", "name": "s"},
+           "spec": {"clusterIP": "10.96.0.1", "type": "LoadBalancer",
+                    "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53,
+                                                             "protocol": "UDP"}]},
+           "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1", "ipMode": "Proxy"},
+                                                   {"ip": "203.0.113.2", "ipMode": "VIP"}]}}}
+    svc = convert.service_from(raw)
+    assert svc.lb_ips == ("203.0.113.2",)  # a Proxy-mode IP belongs to the load balancer
+    assert svc.ports == (("http", "TCP"), ("dns", "UDP"))
+
+
+def test_namespace_labels():
+    raw = {"metadata": {"name": "team-a", "labels": {"tenant": "a"}}}
+    assert convert.namespace_from(raw) == NamespaceInfo("team-a", {"tenant": "a"})

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bgpd.model import EndpointInfo, EndpointSliceInfo, PodInfo, ServiceInfo, Snapshot
 from bgpd.policy.claims import pool_for
 from bgpd.policy.decide import decide
+from bgpd.policy.endpoints import summarize
 from tests.unit.policy_builders import NODE, config, node
 
 CFG = config(advertise={"cluster_ips": True, "pod_ips": True})
@@ -48,9 +49,17 @@ _ENDPOINTS = st.builds(EndpointInfo, addresses=_ADDRS,
                        ready=st.sampled_from([True, False, None]),
                        serving=st.sampled_from([True, False, None]),
                        terminating=st.sampled_from([True, False, None]))
-_SLICES = st.builds(EndpointSliceInfo, namespace=st.sampled_from(["a", "b"]),
+def _slice(namespace, name, service_name, address_type, endpoints):
+    local_ready, local_st, usable = summarize(endpoints, NODE)
+    return EndpointSliceInfo(namespace, name, service_name, address_type,
+                             local_ready=local_ready, local_serving_terminating=local_st,
+                             usable=usable)
+
+
+_SLICES = st.builds(_slice, namespace=st.sampled_from(["a", "b"]),
                     name=st.text("klm", min_size=1, max_size=3),
                     service_name=st.text("xyz", min_size=1, max_size=3),
+                    address_type=st.sampled_from(["IPv4", "IPv6", "FQDN"]),
                     endpoints=st.lists(_ENDPOINTS, max_size=3).map(tuple))
 
 

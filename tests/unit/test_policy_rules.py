@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bgpd.model import NamespaceInfo
 from bgpd.policy import reasons as R
 from bgpd.policy.decide import Decider, decide
 from tests.unit.policy_builders import NODE, OTHER, config, node, pod, service, slice_for, snapshot
@@ -76,8 +77,27 @@ CASES = [
          snapshot(services=[service("s", external_ips=("198.51.100.7",))]),
          announced={"198.51.100.7/32"}),
     Case("dual-stack Service: both families announced",
-         snapshot(services=[service("s", external_ips=("198.51.100.7", "2001:db8:e::7"))]),
+         snapshot(services=[service("s", cluster_ips=("10.96.0.10", "fd00:96::10"),
+                                    external_ips=("198.51.100.7", "2001:db8:e::7"))]),
          announced={"198.51.100.7/32", "2001:db8:e::7/128"}),
+    Case("an IPv6 externalIP on a Service without an IPv6 ClusterIP: kube-proxy does not "
+         "forward it, so it is the wrong family",
+         snapshot(services=[service("s", external_ips=("198.51.100.7", "2001:db8:e::7"))]),
+         announced={"198.51.100.7/32"}, verdicts={"2001:db8:e::7": R.WRONG_FAMILY}),
+    Case("eTP=Local judges each family on its own slices: an IPv4 endpoint here does not "
+         "announce the IPv6 address",
+         snapshot(services=[service("s", cluster_ips=("10.96.0.10", "fd00:96::10"),
+                                    external_ips=("198.51.100.7", "2001:db8:e::7"),
+                                    external_traffic_policy="Local")],
+                  slices=[slice_for("s", READY, name="s-v4"),
+                          slice_for("s", READY_ELSEWHERE, name="s-v6", address_type="IPv6")]),
+         announced={"198.51.100.7/32"}, verdicts={"2001:db8:e::7": R.NO_LOCAL_ENDPOINT}),
+    Case("a slice whose ports match no port of the Service gives it no endpoint",
+         snapshot(services=[service("s", external_ips=("198.51.100.7",),
+                                    external_traffic_policy="Local",
+                                    ports=(("http", "TCP"),))],
+                  slices=[slice_for("s", READY, ports=(("metrics", "TCP"),))]),
+         verdicts={"198.51.100.7": R.NO_LOCAL_ENDPOINT}),
     Case("an externalIP outside every pool is denied (CVE-2020-8554)",
          snapshot(services=[service("s", external_ips=("192.0.2.10",))]),
          verdicts={"192.0.2.10": R.OUTSIDE_POOLS}),
@@ -180,6 +200,38 @@ CASES = [
                   pods=[pod("a", created=5.0,
                             annotations={"bgpd.dev/external-ips": "198.51.100.20"})]),
          announced={"198.51.100.20/32"}),
+    Case("a Node's pod CIDR outside cluster.pod_cidrs is refused",
+         snapshot(node(pod_cidrs=("10.244.1.0/24", "10.99.0.0/24"))), with_pod_cidrs=False,
+         announced={"10.244.1.0/24"}, verdicts={"10.99.0.0/24": R.OUTSIDE_POOLS}),
+    Case("a pool restricted to namespaces refuses a Service of another namespace",
+         snapshot(services=[service("s", ns="team-b", external_ips=("198.51.100.7",)),
+                            service("t", ns="team-a", external_ips=("198.51.100.8",))]),
+         cfg=config(pools=[{"name": "a", "cidrs": ["198.51.100.0/24"], "allow": ["external-ip"],
+                            "namespaces": ["team-a"]}]),
+         with_pod_cidrs=True, announced={"198.51.100.8/32"},
+         verdicts={"198.51.100.7": R.NAMESPACE_FORBIDDEN}),
+    Case("a pool admitting namespaces by label: a labelled namespace may claim, an "
+         "unlabelled or unknown one may not",
+         snapshot(services=[service("s", ns="team-a", external_ips=("198.51.100.7",)),
+                            service("t", ns="team-b", external_ips=("198.51.100.8",)),
+                            service("u", ns="ghost", external_ips=("198.51.100.9",))],
+                  namespaces=[NamespaceInfo("team-a", {"tenant": "a"}),
+                              NamespaceInfo("team-b", {"tenant": "b"})]),
+         cfg=config(pools=[{"name": "a", "cidrs": ["198.51.100.0/24"], "allow": ["external-ip"],
+                            "namespace_selector": {"tenant": "a"}}]),
+         announced={"198.51.100.7/32"},
+         verdicts={"198.51.100.8": R.NAMESPACE_FORBIDDEN,
+                   "198.51.100.9": R.NAMESPACE_FORBIDDEN}),
+    Case("a pod-owned external IP from a namespace the pool does not admit is refused",
+         snapshot(pods=[pod("a", ns="team-b",
+                            annotations={"bgpd.dev/external-ips": "198.51.100.20"})]),
+         cfg=config(pools=[{"name": "a", "cidrs": ["198.51.100.0/24"],
+                            "allow": ["pod-external-ip"], "namespaces": ["team-a"]}]),
+         verdicts={"198.51.100.20": R.NAMESPACE_FORBIDDEN}),
+    Case("more communities than limits.max_communities: announced with the pool's only",
+         snapshot(services=[service("s", external_ips=("198.51.100.7",), annotations={
+             "bgpd.dev/communities": ",".join(f"65001:{i}" for i in range(40))})]),
+         announced={"198.51.100.7/32"}),
     Case("a Node labelled out withdraws everything",
          snapshot(node(labels={"bgpd.dev/announce": "false"}),
                   services=[service("s", external_ips=("198.51.100.7",))]),
@@ -314,3 +366,43 @@ def test_memo_merges_attributes_like_a_fresh_decision():
     memo = decider.decide(later, cfg, NODE).announcements["198.51.100.7/32"]
     fresh = decide(later, cfg, NODE).announcements["198.51.100.7/32"]
     assert memo.attributes == fresh.attributes
+
+
+def test_oversized_annotation_attributes_fall_back_to_the_pools():
+    many = ",".join(f"65001:{i}" for i in range(40))
+    snap = snapshot(services=[service("s", external_ips=("198.51.100.7",),
+                                      annotations={"bgpd.dev/communities": many})])
+    d = decide(snap, config(), NODE)
+    assert d.announcements["198.51.100.7/32"].attributes.communities == ("65000:100",)
+    (bad,) = d.rejections
+    assert bad.reason == R.BAD_ANNOTATION
+    assert "41 communities exceed limits.max_communities 32" in bad.detail
+
+
+def test_attributes_too_big_for_one_message_fall_back_even_under_a_raised_limit():
+    # 1,000 communities fit one message with an IPv4 prefix, not with an IPv6 one (the
+    # MP_REACH_NLRI attribute is bigger than NEXT_HOP plus the IPv4 NLRI).
+    many = ",".join(f"1:{i}" for i in range(999))
+    cfg = config(limits={"max_communities": 1000})
+    snap = snapshot(services=[service("s", cluster_ips=("10.96.0.10", "fd00:96::10"),
+                                      external_ips=("198.51.100.7", "2001:db8:e::7"),
+                                      annotations={"bgpd.dev/communities": many})])
+    d = decide(snap, cfg, NODE)
+    assert len(d.announcements["198.51.100.7/32"].attributes.communities) == 1000
+    assert d.announcements["2001:db8:e::7/128"].attributes.communities == ("65000:100",)
+    (bad,) = d.rejections
+    assert "byte UPDATE, over the 4096-byte BGP message" in bad.detail
+
+
+def test_pods_of_two_namespaces_on_one_address_never_share_it():
+    ann = {"bgpd.dev/external-ips": "198.51.100.20"}
+    snap = snapshot(pods=[pod("a1", ns="team-a", created=1.0, annotations=ann),
+                          pod("a2", ns="team-a", created=3.0, ips=("10.244.1.6",),
+                              annotations=ann),
+                          pod("b1", ns="team-b", created=2.0, ips=("10.244.1.7",),
+                              annotations=ann)])
+    d = decide(snap, config(), NODE)
+    route = d.kernel_routes["198.51.100.20/32"]
+    assert {h.gateway for h in route.nexthops} == {"10.244.1.5", "10.244.1.6"}  # team-a only
+    (lost,) = [c for c in d.claims if c.reason == R.CONFLICT]
+    assert lost.owner == "pod/team-b/b1" and "pod/team-a/*" in lost.detail
