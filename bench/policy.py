@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgpd.config import parse_config  # noqa: E402
 from bgpd.model import EndpointInfo, EndpointSliceInfo, NodeInfo, PodInfo, ServiceInfo, Snapshot  # noqa: E402
-from bgpd.policy.endpoints import summarize  # noqa: E402
 from bgpd.policy.decide import Decider  # noqa: E402
+from bgpd.policy.endpoints import summarize  # noqa: E402
 from bgpd.runtime import freeze_after_sync, gc_paused, tune_gc  # noqa: E402
 
 NODE = "node-0001"

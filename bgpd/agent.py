@@ -8,10 +8,12 @@ sync; an unsynced or unreachable API never withdraws; a large withdrawal is held
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,17 +21,46 @@ from bgpd.config import Config
 from bgpd.model import Announcement, KernelRoute, NextHop
 from bgpd.policy import reasons
 from bgpd.policy.decide import Decider, Decision
-from bgpd.policy.guard import guard_withdrawals
+from bgpd.policy.guard import PeerVerdict, guard_peer_removals, guard_withdrawals
 from bgpd.policy.peers import peering_for
 from bgpd.ports import Cluster, Events, Kernel, SpeakerFactory
 from bgpd.runtime import gc_paused
-from bgpd.speakers import SpeakerSet, split
+from bgpd.speakers import SpeakerSet, peer_key, split
+from bgpd.statefile import StateStore
 
 log = logging.getLogger("bgpd.agent")
 
 LOOP_STALL_SECONDS = 120.0  # /healthz fails when the loop has not turned for this long
 RESTART_BACKOFF_SECONDS = 5.0  # wait before retrying a speaker that failed to start
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Kernel routes of an earlier agent (ours by rtproto) are kept at most this long after a
+# start without saved state, waiting for the peers' End-of-RIB (the largest configured
+# graceful_restart when smaller).
+ADOPT_MAX_SECONDS = 120.0
+
+
+class SecretDigests:
+    """Digests of the TCP MD5 key files, re-read only when a file changes (the kubelet
+    swaps a mounted Secret's files in place): a rotated key re-keys that peer's session."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[tuple[float, int, int], str]] = {}
+
+    def read(self, paths: Iterable[str]) -> dict[str, str]:
+        out = {}
+        for path in paths:
+            try:
+                st = os.stat(path)
+                stamp = (st.st_mtime, st.st_ino, st.st_size)
+                seen = self._seen.get(path)
+                if seen is None or seen[0] != stamp:
+                    with open(path, "rb") as fh:
+                        digest = hashlib.sha256(fh.read(4096)).hexdigest()[:16]
+                    self._seen[path] = seen = (stamp, digest)
+                out[path] = seen[1]
+            except OSError:
+                out[path] = "unreadable"  # the speaker reports why when it starts
+        return out
 
 
 @dataclass
@@ -49,6 +80,9 @@ class Status:
     held: int = 0  # withdrawals held back right now
     hold_reason: str = ""
     holds_total: int = 0
+    peers_held: tuple[str, ...] = ()  # peers kept although the config no longer selects them
+    peers_held_reason: str = ""
+    adopted_kernel_routes: int = 0  # kept from an earlier agent until every peer's End-of-RIB
     last_error: str = ""
     speaker_error: str = ""
     kernel_failures: list[str] = field(default_factory=list)
@@ -60,7 +94,8 @@ class Agent:
                  speaker_factory: SpeakerFactory, kernel: Kernel | None,
                  events: Events | None = None, *, withdraw_on_exit: bool = False,
                  clock: Callable[[], float] = time.monotonic,
-                 after_first_sync: Callable[[], None] | None = None):
+                 after_first_sync: Callable[[], None] | None = None,
+                 state: StateStore | None = None):
         self.config = config
         self.node_name = node_name
         self.cluster = cluster
@@ -78,10 +113,24 @@ class Agent:
         self.decision: Decision | None = None
         self.applied: dict[str, Announcement] = {}  # what the speaker was last told
         self.kernel_applied: dict[str, KernelRoute] = {}
-        self._holding_since: float | None = None
+        self._held_since: dict[str, float] = {}
+        self._peer_held_since: dict[str, float] = {}
         self._recent_withdrawals: tuple[tuple[float, int], ...] = ()
         self._outage_since: float | None = None
+        self._secrets = SecretDigests()
         self.status = Status()
+        self._state = state
+        # Kernel routes an earlier agent left (ours by rtproto) and that nothing here wants
+        # yet: kept until every peer has sent End-of-RIB, or ADOPT_MAX_SECONDS. None: not
+        # looked at yet; only when no saved state says what the peers had sent.
+        self._adopted: dict[str, KernelRoute] | None = None
+        self._adopted_until = 0.0
+        saved = state.load() if state is not None else None
+        if saved is not None:
+            # What the peers were told before the restart: the guard judges against it.
+            self.applied = saved.applied
+            self.speaker.adopt_on_start(saved.received, max(0.0, time.time() - saved.saved_at))
+            self._adopted = {}
 
     # ------------------------------------------------------------------ the loop
 
@@ -136,6 +185,10 @@ class Agent:
         try:
             self.cluster.stop()
         finally:
+            if self._state is not None:
+                if withdraw:  # everything goes: the next agent starts from nothing
+                    self._state.save({}, dict)
+                self._state.close()  # while the speakers still know what peers sent
             self.speaker.stop(withdraw=withdraw)
             if self.kernel is not None:
                 self.kernel.close(remove=withdraw)
@@ -168,10 +221,10 @@ class Agent:
             decision = self._decider.decide(snap, config, self.node_name)
         verdict = guard_withdrawals(self.applied, decision.announcements, synced=trusted,
                                     intended=decision.node_opted_out, now=start,
-                                    holding_since=self._holding_since, safety=config.safety,
+                                    held_since=self._held_since, safety=config.safety,
                                     recent=self._recent_withdrawals)
         self._recent_withdrawals = verdict.recent
-        self._note_hold(verdict.held, verdict.reason, verdict.holding_since)
+        self._note_hold(verdict.held, verdict.reason, verdict.held_since)
         self.speaker.set_desired(verdict.announce.values())
         with self._lock:  # what the speaker was told is what the guard compares next time
             self.decision = decision
@@ -179,7 +232,9 @@ class Agent:
         kernel_wanted = self._kernel_routes(decision, config)
         if not trusted:  # keep installed routes too while the cluster view is in doubt
             kernel_wanted = {**self.kernel_applied, **kernel_wanted}
-        self._sync_kernel(kernel_wanted)
+        self._sync_kernel(self._with_adopted(kernel_wanted, config, start))
+        if self._state is not None:
+            self._state.save(verdict.announce, self.speaker.export_received)
         self._record_rejections(decision)
         st.last_error = ""
         took = self._clock() - start
@@ -217,8 +272,16 @@ class Agent:
             return
         if now < self._speaker_retry_at:
             return
-        bgp = replace(config.bgp, asn=peering.asn, peers=peering.peers)
-        errors = self.speaker.converge(split(bgp, peering.router_id))
+        wanted = {peer_key(p): p for p in peering.peers}
+        running = self.speaker.peer_configs()
+        held = guard_peer_removals(set(running), set(wanted), synced=True, now=now,
+                                   held_since=self._peer_held_since, safety=config.safety)
+        for key in held.keep:  # losing most peers at once waits, like a mass withdrawal
+            wanted[key] = running[key]
+        self._note_peer_hold(held)
+        bgp = replace(config.bgp, asn=peering.asn, peers=tuple(wanted.values()))
+        secrets = self._secrets.read(p.password_file for p in bgp.peers if p.password_file)
+        errors = self.speaker.converge(split(bgp, peering.router_id, secrets))
         if errors:
             for line in errors:
                 log.error("event=speaker_start_failed error=%r", line)
@@ -226,6 +289,42 @@ class Agent:
             self._signal.set()
         self.status.speaker_error = "; ".join(errors) or (
             "" if bgp.peers else "no BGP peers selected for this node")
+
+    def _note_peer_hold(self, verdict: PeerVerdict) -> None:
+        st = self.status
+        keep = tuple(sorted(verdict.keep))
+        if keep and keep != st.peers_held:
+            log.warning("event=peers_held peers=%s reason=%r", ",".join(keep), verdict.reason)
+            if self.events is not None:
+                self.events.record("Node", "", self.node_name, "PeersHeld", verdict.reason)
+        elif st.peers_held and not keep:
+            log.warning("event=peers_released peers=%s", ",".join(st.peers_held))
+        self._peer_held_since = verdict.held_since
+        st.peers_held, st.peers_held_reason = keep, verdict.reason
+
+    def _with_adopted(self, wanted: dict[str, KernelRoute], config: Config, now: float
+                      ) -> dict[str, KernelRoute]:
+        """Keep kernel routes an earlier agent left (imported ones, above all the default
+        route) while the peers that sent them are not yet back with everything: with no
+        saved state nothing else says what they were."""
+        if self.kernel is None:
+            return wanted
+        if self._adopted is None:
+            self._adopted = {str(r.prefix): r for r in self.kernel.owned()
+                             if str(r.prefix) not in wanted}
+            restart = max((p.graceful_restart for p in config.bgp.peers), default=0)
+            self._adopted_until = now + min(restart or ADOPT_MAX_SECONDS, ADOPT_MAX_SECONDS)
+            if self._adopted:
+                log.info("event=kernel_routes_adopted count=%d until_s=%.0f",
+                         len(self._adopted), self._adopted_until - now)
+        if self._adopted and (now >= self._adopted_until
+                              or self.speaker.end_of_rib_from_all()):
+            log.info("event=kernel_routes_adoption_over count=%d", len(self._adopted))
+            self._adopted = {}
+        self.status.adopted_kernel_routes = len(self._adopted)
+        if not self._adopted:
+            return wanted
+        return {**self._adopted, **wanted}
 
     def _kernel_routes(self, decision: Decision, config: Config) -> dict[str, KernelRoute]:
         routes = dict(decision.kernel_routes)
@@ -262,16 +361,16 @@ class Agent:
             log.warning("event=kernel_route_failed detail=%r", line)
         self.status.kernel_failures = failures
 
-    def _note_hold(self, held: frozenset, reason: str, since: float | None) -> None:
+    def _note_hold(self, held: frozenset, reason: str, since: dict[str, float]) -> None:
         st = self.status
         if held and not st.held:
             st.holds_total += 1
             log.warning("event=withdrawals_held count=%d reason=%r", len(held), reason)
             if self.events is not None:
                 self.events.record("Node", "", self.node_name, "WithdrawalsHeld", reason)
-        elif not held and st.held and reason:
+        elif reason and (not held or "released" in reason):
             log.warning("event=withdrawals_released detail=%r", reason)
-        self._holding_since = since
+        self._held_since = since
         st.held = len(held)
         st.hold_reason = reason
 

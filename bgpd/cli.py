@@ -31,11 +31,35 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_admission_policy(args: argparse.Namespace) -> int:
+    import yaml
+
+    from bgpd.admission import header, render_policy
+    from bgpd.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{args.file}: {line}", file=sys.stderr)
+        return EXIT_PROBLEM
+
+    class Dumper(yaml.SafeDumper):  # CEL spanning lines stays readable as a block literal
+        def represent_str(self, text: str) -> yaml.ScalarNode:
+            return self.represent_scalar("tag:yaml.org,2002:str", text,
+                                         style="|" if "\n" in text else None)
+
+    Dumper.add_representer(str, Dumper.represent_str)
+    print(header(args.file) + yaml.dump_all(render_policy(config), Dumper=Dumper,
+                                            sort_keys=False, width=1 << 16), end="")
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bgpd.runner import run
 
     return run(args.config, args.node, args.kubeconfig, args.withdraw_on_exit,
-               netns=args.netns)
+               netns=args.netns, state_dir=args.state_dir)
 
 
 def _client(name: str):
@@ -74,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--withdraw-on-exit", action="store_true",
                    help="withdraw every announcement on SIGTERM instead of leaving them to "
                         "graceful restart")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="keep what the peers were told and what they sent here, for the "
+                        "next agent after a restart (default: $BGPD_STATE_DIR; the "
+                        "DaemonSet uses its emptyDir, which outlives container restarts)")
     p.add_argument("--netns", metavar="NAME",
                    help="run ExaBGP and program routes in this network namespace while the "
                         "agent itself stays in the current one (labs and benchmarks)")
@@ -82,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file; print every error")
     p.add_argument("file")
     p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("admission-policy",
+                       help="print the ValidatingAdmissionPolicy refusing at write time what "
+                            "this config's policy would reject")
+    p.add_argument("file", metavar="CONFIG_FILE")
+    p.set_defaults(func=_cmd_admission_policy)
 
     for name, text in (("status", "sync state, peers up, counts, last reconcile"),
                        ("peers", "BGP sessions and their state"),

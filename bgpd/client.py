@@ -54,6 +54,7 @@ def _status(doc: dict) -> tuple[str, int]:
         ("peers up", f"{doc['peers_up']}/{doc['peers']}"),
         ("announced", f"{doc['announced']} (desired {doc['desired']})"),
         ("held withdrawals", f"{doc['held_withdrawals']} {doc['hold_reason']}".strip()),
+        ("held peers", f"{len(doc['peers_held'])} {doc['peers_held_reason']}".strip()),
         ("kernel routes", doc["kernel_routes"]),
         ("rejections", ", ".join(f"{k}={v}" for k, v in doc["rejections"].items()) or "none"),
         ("last reconcile", f"{doc['last_reconcile_age_s']}s ago, {doc['last_reconcile_ms']} ms"
@@ -64,14 +65,22 @@ def _status(doc: dict) -> tuple[str, int]:
             lines.append(f"{key.replace('_', ' ')}: {doc[key]}")
     for failure in doc.get("kernel_failures", []):
         lines.append(f"kernel failure: {failure}")
-    ok = doc["ready"] and doc["peers_up"] == doc["peers"] and not doc["held_withdrawals"]
+    if doc.get("adopted_kernel_routes"):
+        lines.append(f"adopted kernel routes: {doc['adopted_kernel_routes']} (an earlier "
+                     "agent's, kept until every peer has sent End-of-RIB)")
+    ok = (doc["ready"] and doc["peers_up"] == doc["peers"] and not doc["held_withdrawals"]
+          and not doc["peers_held"])
     return "\n".join(lines), EXIT_OK if ok else EXIT_PROBLEM
 
 
 def _peers(doc: list) -> tuple[str, int]:
-    rows = [[p["address"], p["asn"], p["state"], p["uptime_s"], p["prefixes_sent"],
-             p["prefixes_received"], p["last_error"]] for p in doc]
-    text = table(rows, ["PEER", "ASN", "STATE", "UPTIME_S", "SENT", "RECEIVED", "LAST_ERROR"])
+    rows = [[p["address"], p["asn"], p["state"], p["uptime_s"],
+             ",".join(f.replace("-unicast", "") for f in p["families"]),
+             p["graceful_restart"] if p["graceful_restart"] is not None else "no",
+             p["prefixes_sent"], p["prefixes_refused"], p["prefixes_received"],
+             p["routes_stale"], p["routes_refused"], p["last_error"]] for p in doc]
+    text = table(rows, ["PEER", "ASN", "STATE", "UPTIME_S", "FAMILIES", "GR", "SENT",
+                        "NOT_SENT", "RECEIVED", "STALE", "REFUSED", "LAST_ERROR"])
     ok = bool(doc) and all(p["state"] == "established" for p in doc)
     return text, EXIT_OK if ok else EXIT_PROBLEM
 
@@ -94,8 +103,8 @@ def _routes(doc: list, which: str) -> tuple[str, int]:
             " ".join(f"{k}={v}" for k, v in h.items()) for h in r["nexthops"])] for r in doc]
         return table(rows, ["PREFIX", "KIND", "NEXTHOPS"]), EXIT_OK
     if which == "received":
-        rows = [[r["prefix"], r["peer"], r["next_hop"], _attrs(r)] for r in doc]
-        return table(rows, ["PREFIX", "PEER", "NEXT_HOP", "ATTRIBUTES"]), EXIT_OK
+        rows = [[r["prefix"], r["peer"], r["next_hop"], r["status"], _attrs(r)] for r in doc]
+        return table(rows, ["PREFIX", "PEER", "NEXT_HOP", "STATUS", "ATTRIBUTES"]), EXIT_OK
     rows = [[r["prefix"], r["family"], _attrs(r)] for r in doc]
     return table(rows, ["PREFIX", "FAMILY", "ATTRIBUTES"]), EXIT_OK
 
@@ -112,6 +121,8 @@ def _explain(doc: dict) -> tuple[str, int]:
         pool = f" pool={c['pool']}" if c.get("pool") else ""
         lines.append(f"  {c['owner']} claims {c['value']} as {c['use']}: {c['verdict']}{pool}"
                      f" - {c['detail']}")
+    for peer, why in sorted(doc.get("refused_by_peer", {}).items()):
+        lines.append(f"  not sent to peer {peer}: {why}")
     if doc.get("kernel_route"):
         hops = ", ".join(h.get("gateway") or h.get("device", "") for h in
                          doc["kernel_route"]["nexthops"])
@@ -127,6 +138,7 @@ def _diff(doc: dict) -> tuple[str, int]:
     for peer, d in sorted(doc["peers"].items()):
         lines += [f"peer {peer} missing: {p}" for p in d["missing"]]
         lines += [f"peer {peer} extra: {p}" for p in d["extra"]]
+        lines += [f"peer {peer} not sent: {p} ({why})" for p, why in d["refused"].items()]
     same = not lines
     return ("in sync" if same else "\n".join(lines)), EXIT_OK if same else EXIT_PROBLEM
 

@@ -26,6 +26,7 @@ DEFAULT_MAX_WITHDRAW_FRACTION = 0.5
 DEFAULT_WITHDRAW_HOLD_SECONDS = 30.0
 DEFAULT_GUARD_MIN_PREFIXES = 10  # below this many announcements the guard stays quiet
 DEFAULT_IMPORT_MAX_PREFIXES = 10_000  # per peer
+DEFAULT_TEARDOWN_SECONDS = 300.0  # a peer over max_prefixes stays down this long (teardown)
 DEFAULT_ANNOTATION_PREFIX = "bgpd.dev"
 DEFAULT_DEBUG_ADDRESS = "127.0.0.1:9180"
 DEFAULT_METRICS_ADDRESS = "0.0.0.0:9181"
@@ -153,7 +154,11 @@ class PrefixRule:
 class ImportConfig:
     enabled: bool = False  # install routes learned from peers into the kernel
     allow: tuple[PrefixRule, ...] = ()  # default deny: nothing learned is installed
-    max_prefixes: int = DEFAULT_IMPORT_MAX_PREFIXES
+    max_prefixes: int = DEFAULT_IMPORT_MAX_PREFIXES  # allowed routes stored per peer
+    # Over max_prefixes: "refuse" the excess (default), or "teardown": close the session
+    # (Cease, maximum number of prefixes reached) and keep it down for teardown_seconds.
+    max_prefixes_action: str = "refuse"
+    teardown_seconds: float = DEFAULT_TEARDOWN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -530,7 +535,8 @@ def _check_pool_overlap(cidr: IPNetwork, uses: frozenset[str], cluster: ClusterC
 
 
 def _parse_import(raw: Any, errs: _Errors) -> ImportConfig:
-    raw = _mapping(raw, "import", errs, ("enabled", "allow", "max_prefixes"))
+    raw = _mapping(raw, "import", errs, ("enabled", "allow", "max_prefixes",
+                                         "max_prefixes_action", "teardown_seconds"))
     rules = []
     for i, item in enumerate(_list(raw, "allow", "import", errs)):
         path = f"import.allow[{i}]"
@@ -555,6 +561,10 @@ def _parse_import(raw: Any, errs: _Errors) -> ImportConfig:
         allow=tuple(rules),
         max_prefixes=_int(raw, "max_prefixes", "import", errs, DEFAULT_IMPORT_MAX_PREFIXES,
                           1, 10_000_000),
+        max_prefixes_action=_str(raw, "max_prefixes_action", "import", errs, "refuse",
+                                 ("refuse", "teardown")),
+        teardown_seconds=_float(raw, "teardown_seconds", "import", errs,
+                                DEFAULT_TEARDOWN_SECONDS, 1.0, 86400.0),
     )
 
 

@@ -83,8 +83,13 @@ class PeerStatus:
     state: str  # "idle" | "connect" | "established" | "down"
     since: float = 0.0  # unix time of the last state change
     prefixes_sent: int = 0
-    prefixes_received: int = 0
+    prefixes_received: int = 0  # stored: allowed by the import rules, within max_prefixes
     last_error: str = ""
+    families: tuple[str, ...] = ()  # negotiated with the peer (empty until known)
+    graceful_restart: int | None = None  # the restart time the peer advertised
+    prefixes_refused: int = 0  # ours that this session cannot carry (family, size)
+    routes_refused: int = 0  # the peer's, not stored (import rules, max_prefixes)
+    routes_stale: int = 0  # the peer's, kept through its restart (graceful restart)
 
 
 # ------------------------------------------------------------------------ kernel

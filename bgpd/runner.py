@@ -17,10 +17,12 @@ from bgpd import logs
 from bgpd.agent import Agent
 from bgpd.config import BgpConfig, Config, ConfigError, load_config
 from bgpd.runtime import freeze_after_sync, tune_gc
+from bgpd.statefile import StateStore
 
 log = logging.getLogger("bgpd.run")
 
 CONFIG_POLL_SECONDS = 5.0  # how often the config file's mtime is checked (ConfigMap updates)
+STATE_DIR_ENV = "BGPD_STATE_DIR"  # where the agent keeps state for its successor
 
 
 class ClusterPort:
@@ -114,7 +116,7 @@ class Parts:
 
 
 def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = False,
-          netns: str | None = None, timing: Any = None) -> Parts:
+          netns: str | None = None, timing: Any = None, state_dir: str | None = None) -> Parts:
     """Wire the real adapters. ``netns`` puts ExaBGP and the kernel table in a network
     namespace while the agent itself stays in the caller's (integration tests use it)."""
     # Adapters are imported here so `bgpd check-config` and the CLI stay light.
@@ -146,14 +148,15 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     monitor = KernelMonitor(kernel, notify=on_kernel)
     agent = Agent(config, node, ClusterPort(cache), speaker_factory, kernel,
                   EventsPort(recorder), withdraw_on_exit=withdraw_on_exit,
-                  after_first_sync=freeze_after_sync)
+                  after_first_sync=freeze_after_sync,
+                  state=StateStore(state_dir) if state_dir else None)
     agent_ref.append(agent)
     servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
     return Parts(agent, servers, recorder, monitor)
 
 
 def run(config_path: str, node_name: str | None, kubeconfig: str | None,
-        withdraw_on_exit: bool, netns: str | None = None) -> int:
+        withdraw_on_exit: bool, netns: str | None = None, state_dir: str | None = None) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -175,7 +178,9 @@ def run(config_path: str, node_name: str | None, kubeconfig: str | None,
     except KubeError as exc:
         log.error("event=no_api_client error=%r", str(exc))
         return 1
-    parts = build(config, node, client, withdraw_on_exit=withdraw_on_exit, netns=netns)
+    state_dir = state_dir or os.environ.get(STATE_DIR_ENV) or None
+    parts = build(config, node, client, withdraw_on_exit=withdraw_on_exit, netns=netns,
+                  state_dir=state_dir)
     agent = parts.agent
     stop = threading.Event()
 

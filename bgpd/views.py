@@ -47,7 +47,10 @@ def peers(agent: Agent) -> list[dict[str, Any]]:
     return [{"address": p.address, "asn": p.asn, "state": p.state,
              "uptime_s": round(now - p.since, 1) if p.state == "established" and p.since else 0,
              "prefixes_sent": p.prefixes_sent, "prefixes_received": p.prefixes_received,
-             "last_error": p.last_error} for p in speaker.peers()]
+             "families": list(p.families), "graceful_restart": p.graceful_restart,
+             "prefixes_refused": p.prefixes_refused, "routes_refused": p.routes_refused,
+             "routes_stale": p.routes_stale, "last_error": p.last_error}
+            for p in speaker.peers()]
 
 
 def status(agent: Agent) -> dict[str, Any]:
@@ -65,6 +68,8 @@ def status(agent: Agent) -> dict[str, Any]:
         "announced": len(views["applied"]),
         "desired": len(views["decision"].announcements) if views["decision"] else 0,
         "held_withdrawals": st.held, "hold_reason": st.hold_reason,
+        "peers_held": list(st.peers_held), "peers_held_reason": st.peers_held_reason,
+        "adopted_kernel_routes": st.adopted_kernel_routes,
         "kernel_routes": len(views["kernel"]),
         "kernel_failures": st.kernel_failures[:20],
         "rejections": dict(sorted(st.rejections_by_reason.items())),
@@ -81,11 +86,32 @@ def routes(agent: Agent, which: str) -> list[dict[str, Any]]:
     if which == "kernel":
         return [_route(r) for _, r in sorted(views["kernel"].items(), key=_by_address)]
     if which == "received":
-        speaker = agent.speaker
-        learned = speaker.learned() if speaker is not None else {}
-        return [{"prefix": str(p), "peer": r.peer, "next_hop": r.next_hop, **_attrs(r.attributes)}
-                for p, rs in sorted(learned.items(), key=lambda kv: str(kv[0])) for r in rs]
+        return received(agent)
     return [_ann(a) for _, a in sorted(views["applied"].items(), key=_by_address)]
+
+
+def received(agent: Agent) -> list[dict[str, Any]]:
+    """Every route each peer sent: stored ones (stale when kept through the peer's
+    restart), and what was refused, with the reason (a sample of those: they are counted,
+    not stored)."""
+    out = []
+    speaker = agent.speaker
+    for peer in (speaker.peers() if speaker is not None else []):
+        got = speaker.received(peer.address)
+        if got is None:
+            continue
+        stored, stale, refused = got
+        for status, routes in (("stale", stale), ("installable", stored)):
+            out += [{"prefix": str(r.prefix), "peer": peer.address, "next_hop": r.next_hop,
+                     "status": status, **_attrs(r.attributes)}
+                    for r in sorted(routes, key=lambda r: _by_address((str(r.prefix), r)))]
+        out += [{"prefix": prefix, "peer": peer.address, "next_hop": None, "status": reason}
+                for prefix, reason in refused.samples]
+        hidden = refused.not_allowed + refused.over_limit - len(refused.samples)
+        if hidden > 0:
+            out.append({"prefix": f"... {hidden} more refused", "peer": peer.address,
+                        "next_hop": None, "status": "counted"})
+    return out
 
 
 def diff(agent: Agent) -> dict[str, Any]:
@@ -106,9 +132,11 @@ def diff(agent: Agent) -> dict[str, Any]:
             if p.state != "established":
                 continue
             sent = {str(a.prefix) for a in speaker.announced(p.address)}
+            refused = {str(k): why for k, why in speaker.refused(p.address).items()}
             out["peers"][p.address] = {
-                "missing": sorted(k for k in applied if k not in sent)[:1000],
+                "missing": sorted(k for k in applied if k not in sent and k not in refused)[:1000],
                 "extra": sorted(k for k in sent if k not in applied)[:1000],
+                "refused": dict(sorted(refused.items())[:1000]),
             }
     return out
 
@@ -139,6 +167,11 @@ def explain(agent: Agent, target: str) -> dict[str, Any]:
         out["note"] = "desired but not yet applied (guard hold or reconcile pending)"
     if not out["desired"] and out["announced"]:
         out["note"] = f"withdrawal held back: {agent.status.hold_reason}"
+    speaker = agent.speaker
+    if speaker is not None and out["announced"]:
+        refusals = {p.address: speaker.refused(p.address).get(net)
+                    for p in speaker.peers() if p.state == "established"}
+        out["refused_by_peer"] = {peer: why for peer, why in refusals.items() if why}
     if key in views["kernel"]:
         out["kernel_route"] = _route(views["kernel"][key])
     if not out["claims"]:

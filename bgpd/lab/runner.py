@@ -387,7 +387,8 @@ class Lab:
     def agent_argv(self, node: str) -> list[str]:
         ndir = self.topo.node_dir(node)
         return [sys.executable, "-m", "bgpd", "run", "--config", str(ndir / "bgpd.yaml"),
-                "--node", node, "--kubeconfig", str(ndir / "kubeconfig")]
+                "--node", node, "--kubeconfig", str(ndir / "kubeconfig"),
+                "--state-dir", str(ndir / "state")]
 
     def start_agents(self) -> None:
         ok, why = agent_available()

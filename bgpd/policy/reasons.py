@@ -25,3 +25,7 @@ BAD_ANNOTATION = "bad-annotation"
 
 REJECTIONS = frozenset({OUTSIDE_POOLS, POOL_FORBIDS_USE, NAMESPACE_FORBIDDEN, BAD_ADDRESS,
                         WRONG_FAMILY, CONFLICT, BAD_ANNOTATION})
+
+# Routes received from peers that were not kept (``bgpd routes --received``, metrics).
+IMPORT_NOT_ALLOWED = "import-not-allowed"  # no import.allow rule matches
+OVER_MAX_PREFIXES = "over-max-prefixes"  # the peer sent more than import.max_prefixes

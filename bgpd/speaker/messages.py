@@ -33,7 +33,29 @@ class RoutesUpdate:
     peer: str
     announced: tuple[LearnedRoute, ...] = ()
     withdrawn: tuple[IPNetwork, ...] = ()
-    eor: bool = False
+    eor: str = ""  # the family of an End-of-RIB marker ("ipv4-unicast"), "" otherwise
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What ExaBGP and the peer agreed on (``api { negotiated; }``), sent before "up"."""
+
+    peer: str
+    families: tuple[str, ...]  # "ipv4-unicast", "ipv6-unicast", ... (ours: config names)
+    message_size: int = 4096
+    asn4: bool = True
+    refresh: bool = False  # the peer accepts ROUTE-REFRESH
+
+
+@dataclass(frozen=True)
+class PeerOpen:
+    """The peer's OPEN (``receive { open; }``): its graceful-restart capability."""
+
+    peer: str
+    graceful_restart: int | None  # restart time in seconds; None: not advertised
+    restart_state: bool = False  # R bit: the peer has just restarted
+    forwarding: tuple[str, ...] = ()  # families whose forwarding state it kept (F bit)
+    route_refresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,7 +69,7 @@ class Unknown:
     reason: str = ""  # why it was not understood, when it looked like ours
 
 
-Message = StateChange | Notification | RoutesUpdate | Shutdown | Unknown
+Message = StateChange | Notification | RoutesUpdate | Negotiated | PeerOpen | Shutdown | Unknown
 
 _UNICAST = {"ipv4 unicast", "ipv6 unicast"}
 
@@ -70,10 +92,16 @@ def _nlri_prefix(entry) -> IPNetwork:
     return ipaddress.ip_network(text, strict=False)
 
 
+def family_name(text: str) -> str:
+    """ExaBGP's "ipv4 unicast" or "ipv4/unicast" -> our "ipv4-unicast"."""
+    return text.replace(" ", "-").replace("/", "-")
+
+
 def _update(peer: str, body: dict) -> RoutesUpdate:
     message = body.get("message", {})
     if "eor" in message:
-        return RoutesUpdate(peer, eor=True)
+        eor = message["eor"]
+        return RoutesUpdate(peer, eor=family_name(f"{eor['afi']} {eor['safi']}"))
     update = message.get("update", {})
     attributes = parse_attributes(update.get("attribute", {}))
     announced: dict[IPNetwork, LearnedRoute] = {}
@@ -150,7 +178,44 @@ def _parse(line: str, data: dict) -> Message:
             return _update(peer, neighbor)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             return Unknown(line, f"bad update: {type(exc).__name__}: {exc}")
+    if kind == "negotiated" and peer:
+        return _negotiated(peer, neighbor.get("negotiated"))
+    if kind == "open" and peer:
+        if neighbor.get("direction") != "receive":
+            return Unknown(line)  # our own OPEN
+        return _open(peer, neighbor.get("open"))
     return Unknown(line)
+
+
+def _negotiated(peer: str, body: dict) -> Negotiated:
+    families = tuple(family_name(f) for f in body["families"] if isinstance(f, str))
+    return Negotiated(peer, families, _int(body.get("message_size", 4096)),
+                      body.get("asn4") is True, body.get("refresh") in ("normal", "enhanced"))
+
+
+def _open(peer: str, body: dict) -> PeerOpen:
+    """Capabilities of a received OPEN are keyed by number; the names inside are ExaBGP's.
+
+    ExaBGP 5.0 prints the graceful-restart flags under swapped labels (its graceful.py): a
+    family listed with "restart" has the Forwarding bit, and "forwarding" in
+    "restart-flags" is the Restart bit. Read them by what the bits are."""
+    gr: int | None = None
+    restart_state = False
+    forwarding: list[str] = []
+    refresh = False
+    for cap in (body.get("capabilities") or {}).values():
+        if not isinstance(cap, dict):
+            continue
+        name = cap.get("name")
+        if name == "graceful restart":
+            gr = _int(cap.get("time", 0))
+            restart_state = "forwarding" in (cap.get("restart-flags") or ())
+            flags = cap.get("address-family-flags") or {}
+            forwarding = [family_name(f) for f, bits in flags.items() if "restart" in bits]
+        elif name in ("route-refresh", "enhanced-route-refresh"):
+            refresh = True
+    return PeerOpen(peer, gr if gr is None or gr >= 0 else None, restart_state,
+                    tuple(sorted(forwarding)), refresh)
 
 
 def _int(value) -> int:

@@ -33,8 +33,18 @@ _ERROR_WORDS = re.compile(
 _WARNING_WORDS = re.compile(r"\b(closing|notification|down|refused|timeout|stopped)\b", re.I)
 
 
+# ExaBGP echoes configuration lines in some errors; a line naming the MD5 key (ours are
+# base64) is never relayed as it is, whatever the level.
+_SECRET = re.compile(r"(md5[-_ ]?(password|base64)?\W*)\S+", re.I)
+
+
+def redact(line: str) -> str:
+    return _SECRET.sub(r"\1[redacted]", line)
+
+
 def log_exabgp_line(line: str) -> int:
     """Log one ExaBGP output line at a level guessed from its words; returns that level."""
+    line = redact(line)
     level = logging.INFO
     if _ERROR_WORDS.search(line):
         level = logging.ERROR
@@ -62,6 +72,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self.restarts = 0
+        self._paused_until = 0.0  # monotonic: no restart before (max_prefixes teardown)
         self._first_start = threading.Event()
         self._first_error: SpeakerError | None = None
         self._thread = threading.Thread(target=self._run, name="speaker-exabgp", daemon=True)
@@ -109,6 +120,7 @@ class Supervisor:
                 if not line:
                     continue
                 log_exabgp_line(line)
+                line = redact(line)
                 if self._on_line is not None:
                     try:
                         self._on_line(line)
@@ -154,7 +166,7 @@ class Supervisor:
                 except Exception:
                     log.exception("ExaBGP exit handler failed")
             while True:
-                if self._stopping.wait(backoff):
+                if self._stopping.wait(max(backoff, self._paused_until - time.monotonic())):
                     return
                 backoff = min(backoff * RESTART_BACKOFF_FACTOR, RESTART_BACKOFF_MAX)
                 try:
@@ -165,6 +177,11 @@ class Supervisor:
                     continue
                 self.restarts += 1
                 break
+
+    def pause(self, seconds: float) -> None:
+        """Stop the process now and start it again only after ``seconds``."""
+        self._paused_until = time.monotonic() + seconds
+        self.signal(signal.SIGTERM)
 
     def signal(self, signum: int) -> None:
         with self._lock:

@@ -87,13 +87,23 @@ def _peer_block(
         # not keep a second copy of every route (memory), and we send End-of-RIB only once
         # that replay is queued: a GR peer then never flushes stale routes too early.
         "    adj-rib-out false;",
+        # What peers send us lives in the agent (filtered, bounded by import.max_prefixes);
+        # ExaBGP keeping its own copy would let a peer's full table grow it without limit.
+        "    adj-rib-in false;",
         "    manual-eor true;",
         "    group-updates true;",
         "    capability {",
     ]
     if peer.graceful_restart:
         lines.append(f"        graceful-restart {peer.graceful_restart};")
-    lines += ["        route-refresh disable;", "    }", "    family {"]
+    lines += [
+        "        route-refresh disable;",
+        # 4,096-byte messages with every peer: the policy checks each announcement against
+        # that size (ExaBGP acknowledges, then drops, what does not fit).
+        "        extended-message disable;",
+        "    }",
+        "    family {",
+    ]
     for family in peer.families:
         if family not in FAMILY_LINES:
             raise SpeakerError(f"peer {peer.label}: unsupported family {family!r}")
@@ -103,7 +113,8 @@ def _peer_block(
         "    api {",
         f"        processes [ {PROCESS_NAME} ];",
         "        neighbor-changes;",
-        "        receive { parsed; update; notification; }",
+        "        negotiated;",  # the families agreed on: only those are sent
+        "        receive { parsed; update; notification; open; }",  # the peer's GR capability
         "    }",
         "}",
     ]
@@ -130,12 +141,13 @@ def render_config(
 
 def exabgp_log_level(requested: str) -> str:
     """ExaBGP's level for our level: ExaBGP logs one INFO line per route it is given (100,000
-    on a cold start), so below DEBUG it only tells us about warnings and errors; sessions and
-    routes reach us through the API anyway."""
+    on a cold start), so below debug it only tells us about warnings and errors; sessions and
+    routes reach us through the API anyway. Never DEBUG: at DEBUG ExaBGP prints its parsed
+    configuration, TCP MD5 keys included."""
     level = requested.upper()
     level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
     if level == "DEBUG":
-        return level
+        return "INFO"
     return level if level in ("ERROR", "CRITICAL") else "WARNING"
 
 

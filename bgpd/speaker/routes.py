@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from bgpd.model import Announcement, Attributes, IPNetwork
+from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
 
 # Prefixes per command line. Larger lines cost ExaBGP nothing more per prefix and save a
 # parse + ack round per line; the line stays far below ExaBGP's 1 MiB command limit.
@@ -38,11 +39,15 @@ class PeerTarget:
 
 @dataclass(frozen=True)
 class Command:
-    """One API line and the announcements it changes, so its ack can be recorded."""
+    """One API line and the announcements it changes, so its ack can be recorded.
+
+    A Command with ``refused`` set and no line is not sent: those announcements cannot be
+    (their attributes do not fit one BGP message), and the writer records why."""
 
     line: str
     announced: tuple[Announcement, ...] = ()
     withdrawn: tuple[Announcement, ...] = ()
+    refused: tuple[Announcement, ...] = ()
 
 
 def _family_name(prefix: IPNetwork) -> str:
@@ -191,8 +196,13 @@ def commands(
         groups = sorted(
             _grouped(routes).items(), key=lambda kv: (kv[0][0], kv[0][1], repr(kv[0][2]))
         )
-        for (_, next_hop, attrs), group in groups:
+        for (version, next_hop, attrs), group in groups:
             group.sort(key=_prefix_order)
+            if action == "announce" and encoded_size(attrs, version) > BGP_MAX_MESSAGE:
+                # The policy never lets such attributes through; if it ever did, ExaBGP
+                # would acknowledge them and then drop the route (or reset the session).
+                out.append(Command("", refused=tuple(group)))
+                continue
             words = ["next-hop", next_hop]
             if action == "announce":
                 words += attribute_words(attrs)
@@ -211,6 +221,9 @@ def commands(
                 else:
                     out.append(Command(line, withdrawn=chunk))
     return out
+
+
+TOO_BIG = f"its attributes do not fit one {BGP_MAX_MESSAGE}-byte BGP message"
 
 
 def eor_command(peer_address: str, family: str) -> Command:

@@ -1,8 +1,12 @@
 """The ExaBGP speaker driver: desired announcements in, BGP sessions and learned routes out.
 
 Threads: the supervisor relays ExaBGP's log and restarts it; the API reader turns ExaBGP's
-JSON into peer state and learned routes; the writer turns the desired set into the fewest
+JSON into peer state and received routes; the writer turns the desired set into the fewest
 commands and records what ExaBGP acknowledged, peer by peer.
+
+ExaBGP acknowledges what it will not send (routes and End-of-RIB of a family the session
+did not negotiate, attributes too big for a message): so the writer sends each session
+only what it negotiated and fits, and records the rest as refused, with the reason.
 """
 
 from __future__ import annotations
@@ -10,9 +14,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
+import pwd
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,24 +24,28 @@ from pathlib import Path
 import bgpd
 from bgpd.config import BgpConfig, ImportConfig
 from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus
-from bgpd.policy.imports import filter_learned
+from bgpd.ports import Received
 from bgpd.speaker import messages
 from bgpd.speaker.channel import ApiServer, Connection
 from bgpd.speaker.errors import SpeakerError
 from bgpd.speaker.process import Supervisor
+from bgpd.speaker.received import Refused, family
 from bgpd.speaker.render import SpeakerSettings, render_config, render_environment
 from bgpd.speaker.routes import (
+    TOO_BIG,
     Command,
     DesiredIndex,
     commands,
     diff,
     diff_prefixes,
     eor_command,
-    peer_view,
 )
 from bgpd.speaker.state import ESTABLISHED, STATES, PeerState
+from bgpd.speaker.workdir import WORKDIR_PREFIX, Workdir, remove_stale_workdirs
 
 log = logging.getLogger("bgpd.speaker")
+
+__all__ = ["WORKDIR_PREFIX", "Speaker", "remove_stale_workdirs"]
 
 RESYNC_INTERVAL = 30.0  # seconds: the writer re-checks every peer even without a wake-up
 ROUND_TIMEOUT = 600.0  # one writer round (a full table to a peer) may take this long
@@ -46,33 +53,11 @@ ROUND_TIMEOUT = 600.0  # one writer round (a full table to a peer) may take this
 ERROR_REASON_WINDOW = 5.0
 SYNC_POLL = 0.01
 STOP_WITHDRAW_TIMEOUT = 30.0
-ACCEPT_TIMEOUT = 30.0  # ExaBGP start to its helper connecting
+CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
+# ExaBGP for the speaker: an interpreter without the agent's file capability, if the image
+# has one (belt and braces: bgpd.speaker.launch drops every capability anyway).
+SPEAKER_PYTHON_ENV = "BGPD_SPEAKER_PYTHON"
 
-
-WORKDIR_PREFIX = "bgpd-speaker-"  # + the agent's pid: $TMPDIR/bgpd-speaker-<pid>-<random>
-
-
-def remove_stale_workdirs() -> list[str]:
-    """Delete work folders of agents that died without cleaning up (SIGKILL, OOM): they
-    hold ExaBGP's config, MD5 keys included. Returns what was removed."""
-    removed = []
-    base = Path(tempfile.gettempdir())
-    for folder in base.glob(f"{WORKDIR_PREFIX}*"):
-        pid_text = folder.name[len(WORKDIR_PREFIX):].split("-", 1)[0]
-        if not pid_text.isdecimal():
-            continue  # not ours, or the old unnamed form: leave it
-        try:
-            os.kill(int(pid_text), 0)
-            continue  # its agent is alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # alive, another user's
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(str(folder))
-    if removed:
-        log.info("removed %d stale speaker folders of dead agents", len(removed))
-    return removed
 
 
 class Speaker:
@@ -103,11 +88,12 @@ class Speaker:
         # End-of-RIB, goes to a peer (a graceful-restart peer would flush what it kept of us).
         self._desired: frozenset[Announcement] | None = None
         self._index = DesiredIndex()  # the writer thread's own: no lock needed
-        self._peers = {p.address: PeerState.for_peer(bgp, p) for p in bgp.peers}
+        self._peers = {p.address: PeerState.for_peer(bgp, p, self.import_config)
+                       for p in bgp.peers}
         self._counters = {"commands_sent": 0, "commands_refused": 0, "exabgp_exits": 0}
         self._last_error_line: tuple[float, str] = (0.0, "")
         self._learned_cache: dict[IPNetwork, list[LearnedRoute]] | None = None
-        self._workdir: Path | None = None
+        self._workdir: Workdir | None = None
         self._api: ApiServer | None = None
         self._supervisor: Supervisor | None = None
         self._writer = threading.Thread(
@@ -118,23 +104,31 @@ class Speaker:
 
     def start(self) -> None:
         remove_stale_workdirs()
-        self._workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
-        socket_path = str(self._workdir / "api.sock")
+        self._workdir = Workdir()
+        folder = self._workdir.path
+        socket_path = str(folder / "api.sock")
         self._api = ApiServer(socket_path, self._on_connect, self._on_line, self._on_disconnect)
+        python = os.environ.get(SPEAKER_PYTHON_ENV) or sys.executable
         settings = SpeakerSettings(
             router_id=self._router_id,
-            api_argv=[sys.executable, "-m", "bgpd.speaker.bridge", socket_path],
+            api_argv=[python, "-m", "bgpd.speaker.bridge", socket_path],
             log_level=self._log_level,
         )
-        conf = self._workdir / "exabgp.conf"
+        conf = folder / "exabgp.conf"
         conf.write_text(render_config(self.bgp, settings, self._read_passwords()))
         conf.chmod(0o600)  # it holds the MD5 secrets
         env = dict(os.environ, **render_environment(self.bgp, settings))
+        if os.getuid() == 0 or os.getgid() == 0:
+            # ExaBGP run by uid or gid 0 always switches to exabgp.daemon.user; it starts
+            # without any capability (bgpd.speaker.launch), so it can only "switch" to
+            # itself.
+            env["exabgp_daemon_user"] = pwd.getpwuid(os.getuid()).pw_name
         root = str(Path(bgpd.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "bgpd.speaker.exabgp_main", "server", str(conf)]
+        launch = [sys.executable, "-m", "bgpd.speaker.launch"]
         if self._netns:
-            argv = ["ip", "netns", "exec", self._netns, *argv]
+            launch += ["--netns", self._netns]
+        argv = [*launch, "--", python, "-m", "bgpd.speaker.exabgp_main", "server", str(conf)]
         self._supervisor = Supervisor(argv, env, on_line=self._on_log_line, on_exit=self._on_exit)
         self._writer.start()
         try:
@@ -171,7 +165,7 @@ class Speaker:
         if self._writer.is_alive():
             self._writer.join(STOP_WITHDRAW_TIMEOUT)
         if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir.remove()
 
     # ------------------------------------------------------------------ agent API
 
@@ -186,15 +180,29 @@ class Speaker:
         self._wake.set()
 
     def set_import_config(self, config: ImportConfig) -> None:
-        """New import rules, applied to what is already received (no session reset)."""
+        """New import rules, applied to what is already stored (no session reset). When
+        they may now accept routes that were refused (and so not kept), the peer is asked
+        for its routes again: a route refresh if it supports one, else the session is
+        restarted (graceful restart keeps forwarding on both sides meanwhile)."""
+        again = []
         with self._lock:
-            if config != self.import_config:
-                self.import_config = config
-                self._learned_cache = None
+            if config == self.import_config:
+                return
+            self.import_config = config
+            for address, st in self._peers.items():
+                if st.rib.set_config(config) and st.state == ESTABLISHED:
+                    refresh = st.negotiated is not None and st.negotiated.refresh
+                    again.append((address, st.target.families if refresh else ()))
+            self._learned_cache = None
+        for address, families in again:
+            for fam in families:
+                self._command(f"neighbor {address} announce route-refresh "
+                              f"{fam.replace('-', ' ')}")
+            if not families:  # RFC 4486 Cease 4: administrative reset
+                self._command(f"neighbor {address} teardown 4")
         self._changed()
 
     def peers(self) -> list[PeerStatus]:
-        self.learned()  # refreshes the import counters shown in last_error
         with self._lock:
             return [st.status() for st in self._peers.values()]
 
@@ -203,47 +211,85 @@ class Speaker:
             st = self._peers.get(peer)
             return set(st.announced.values()) if st and st.state == ESTABLISHED else set()
 
+    def refused(self, peer: str) -> dict[IPNetwork, str]:
+        """Our announcements this session cannot carry, with the reason."""
+        with self._lock:
+            st = self._peers.get(peer)
+            return dict(st.refused) if st else {}
+
     def learned(self) -> dict[IPNetwork, list[LearnedRoute]]:
-        """Routes received from peers that passed the import policy."""
+        """Routes received from peers that passed the import policy, stale ones included."""
         with self._lock:
             if self._learned_cache is None:
-                result = filter_learned(
-                    {a: st.received for a, st in self._peers.items()}, self.import_config
-                )
-                for address, counts in result.per_peer.items():
-                    st = self._peers[address]
-                    if counts.over_limit and counts.over_limit != st.routes_refused:
-                        st.last_error = (
-                            f"{counts.over_limit} received routes over max_prefixes "
-                            f"{self.import_config.max_prefixes} refused"
-                        )
-                        log.warning("peer %s: %s", st.config.label, st.last_error)
-                    st.routes_refused = counts.over_limit
-                self._learned_cache = result.routes
+                merged: dict[IPNetwork, list[LearnedRoute]] = {}
+                for st in self._peers.values():
+                    for route in st.rib.installable():
+                        merged.setdefault(route.prefix, []).append(route)
+                self._learned_cache = merged
             return {prefix: list(routes) for prefix, routes in self._learned_cache.items()}
+
+    def received(self, peer: str) -> tuple[list[LearnedRoute], list[LearnedRoute], Refused]:
+        """(stored, stale, refused) of what ``peer`` sent, for ``bgpd routes --received``."""
+        with self._lock:
+            st = self._peers.get(peer)
+            if st is None:
+                return [], [], Refused(0, 0, ())
+            return list(st.rib.routes.values()), list(st.rib.stale.values()), st.rib.refused()
+
+    def export_received(self) -> Received:
+        """What each peer sent (stale or not) and its restart time, for the next speaker
+        of the same peer or the next agent: they keep it while the session comes back."""
+        with self._lock:
+            return {address: ({r.prefix: r for r in st.rib.installable()}, st.rib.restart_time)
+                    for address, st in self._peers.items() if st.rib.installable()}
+
+    def adopt_received(self, received: Received, elapsed: float = 0.0) -> None:
+        """Routes an earlier speaker or agent held, lost ``elapsed`` seconds ago: stale
+        here for the rest of their peer's restart time, unless the session refreshes
+        them first."""
+        now = time.monotonic()
+        with self._lock:
+            for address, (routes, restart_time) in received.items():
+                st = self._peers.get(address)
+                if st is not None and restart_time and elapsed < restart_time:
+                    st.rib.adopt(routes, restart_time, now + restart_time - elapsed)
+            self._learned_cache = None
+        self._wake.set()  # the writer watches the stale timer
+
+    def end_of_rib_from_all(self) -> bool:
+        """Every peer is up and has sent everything it has (End-of-RIB for each family)."""
+        with self._lock:
+            return all(st.state == ESTABLISHED and st.negotiated is not None
+                       and set(st.target.families) <= st.rib.eor_seen
+                       for st in self._peers.values())
 
     def counters(self) -> dict[str, int]:
         with self._lock:
             out = dict(self._counters)
             out["exabgp_restarts"] = self._supervisor.restarts if self._supervisor else 0
-            out["routes_refused_import"] = sum(st.routes_refused for st in self._peers.values())
+            refused = [st.rib.refused() for st in self._peers.values()]
+            out["routes_refused_import"] = sum(r.not_allowed + r.over_limit for r in refused)
             return out
 
     def exabgp_pid(self) -> int | None:
         return self._supervisor.pid if self._supervisor else None
 
     def in_sync(self) -> bool:
-        """Every established peer holds exactly its view of the desired set (true when no
-        session is up: there is nothing to wait for)."""
+        """Every established peer holds exactly its view of the desired set, less what it
+        cannot carry (true when no session is up: there is nothing to wait for)."""
         with self._lock:
             desired = self._desired
-            return all(
-                desired is not None
-                and not st.needs_refresh
-                and st.announced == peer_view(desired, st.target)
-                for st in self._peers.values()
-                if st.state == ESTABLISHED
-            )
+            if desired is None:
+                return False
+            index = DesiredIndex()
+            index.update(desired)
+            for st in self._peers.values():
+                if st.state != ESTABLISHED:
+                    continue
+                want = {p: a for p, a in index.view(st.target).items() if p not in st.refused}
+                if st.needs_refresh or st.announced != want:
+                    return False
+            return True
 
     def wait_synced(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -262,14 +308,21 @@ class Speaker:
             except Exception:
                 log.exception("speaker notify callback failed")
 
+    def _command(self, line: str) -> None:
+        """A command whose answer changes no bookkeeping (route refresh, teardown)."""
+        conn = self._api.current if self._api is not None else None
+        if conn is not None:
+            conn.send(line, lambda ok: ok or log.error("ExaBGP refused %r", line))
+
     def _reset_all(self, state: str, reason: str) -> None:
         with self._lock:
             for st in self._peers.values():
                 st.set_state(state, reason)
-                st.reset_session()
+                st.session_lost()
                 st.announced = {}  # a new ExaBGP process starts with nothing
                 st.connecting_since = time.time()  # ExaBGP connects to every peer at start
             self._learned_cache = None
+        self._wake.set()  # the stale timer
 
     def _on_connect(self, conn: Connection) -> None:
         log.info("ExaBGP API connected (generation %d)", conn.generation)
@@ -310,22 +363,14 @@ class Speaker:
         with self._lock:
             st = self._peers.get(getattr(msg, "peer", ""))
             if isinstance(msg, messages.StateChange) and st is not None:
-                state = STATES.get(msg.state, msg.state)
-                changed = st.set_state(state, msg.reason)
-                if msg.state in ("connected", "up"):
-                    st.connecting_since = None
-                if state == ESTABLISHED:
-                    st.reset_session()
-                    # update, not replace: stale may hold late acks of the last session
-                    st.stale.update(st.announced)
-                    st.announced = {}
-                    st.needs_refresh = True
-                    self._wake.set()
-                elif state == "down":
-                    st.reset_session()
-                    st.connecting_since = time.time()
+                changed = self._on_state(st, msg)
+            elif isinstance(msg, messages.Negotiated) and st is not None:
+                st.set_negotiated(msg)
+                log.info("peer %s negotiated %s", st.config.label, ", ".join(msg.families))
+            elif isinstance(msg, messages.PeerOpen) and st is not None:
+                st.rib.peer_open(msg.graceful_restart, msg.forwarding)
                 self._learned_cache = None
-                log.info("peer %s %s %s", st.config.label, msg.state, msg.reason)
+                changed = True
             elif isinstance(msg, messages.Notification) and st is not None:
                 st.last_error = (
                     f"notification {msg.direction} {msg.code}/{msg.subcode} {msg.message}".strip()
@@ -333,35 +378,113 @@ class Speaker:
                 log.warning("peer %s: %s", st.config.label, st.last_error)
                 changed = True
             elif isinstance(msg, messages.RoutesUpdate) and st is not None:
-                for prefix in msg.withdrawn:
-                    st.received.pop(prefix, None)
-                for route in msg.announced:
-                    st.received.pop(route.prefix, None)  # re-announced: moves to the end
-                    st.received[route.prefix] = route
-                changed = bool(msg.withdrawn or msg.announced)
-                if changed:
-                    self._learned_cache = None
+                changed = self._on_routes(st, msg)
             elif isinstance(msg, messages.Unknown):
                 if msg.reason and line.startswith("{"):
                     log.warning("ExaBGP API line not understood (%s): %s", msg.reason, line[:500])
                 else:
-                    log.debug("ExaBGP API: %s", line)
+                    log.debug("ExaBGP API: %s", line[:500])
         if changed:
             self._changed()
+
+    def _on_state(self, st: PeerState, msg: messages.StateChange) -> bool:
+        state = STATES.get(msg.state, msg.state)
+        changed = st.set_state(state, msg.reason)
+        if msg.state in ("connected", "up"):
+            st.connecting_since = None
+        if state == ESTABLISHED:
+            st.reset_session()  # keeps what was negotiated: that message comes before "up"
+            # update, not replace: leftover may hold late acks of the last session
+            st.leftover.update(st.announced)
+            st.announced = {}
+            st.needs_refresh = True
+            self._wake.set()
+        elif state == "down":
+            st.session_lost()
+            st.connecting_since = time.time()
+            self._wake.set()  # the stale timer
+        self._learned_cache = None
+        log.info("peer %s %s %s", st.config.label, msg.state, msg.reason)
+        return changed
+
+    def _on_routes(self, st: PeerState, msg: messages.RoutesUpdate) -> bool:
+        changed = False
+        for prefix in msg.withdrawn:
+            changed |= st.rib.withdraw(prefix)
+        for route in msg.announced:
+            changed |= st.rib.announce(route)
+        if msg.eor:
+            changed |= st.rib.end_of_rib(msg.eor)
+        if changed:
+            self._learned_cache = None
+        config = self.import_config
+        if st.rib.over_limit and config.max_prefixes_action == "refuse":
+            first = "max_prefixes" not in st.last_error
+            st.last_error = (f"{st.rib.over_limit} routes over import.max_prefixes "
+                             f"{config.max_prefixes} refused (counted, not stored)")
+            if first:
+                log.warning("peer %s: %s", st.config.label, st.last_error)
+        if (st.rib.over_limit and config.max_prefixes_action == "teardown"
+                and not st.torn_down):
+            st.torn_down = True
+            st.last_error = (f"sent more than import.max_prefixes {config.max_prefixes}: "
+                             f"session closed for {config.teardown_seconds:g}s")
+            log.error("peer %s %s", st.config.label, st.last_error)
+            self._command(f"neighbor {st.config.address} teardown {CEASE_MAX_PREFIXES}")
+            if self._supervisor is not None and len(self._peers) == 1:
+                # ExaBGP reconnects at once; its process serves only this peer, so keep it
+                # stopped for the hold-down, as a router's maximum-prefix restart timer does.
+                self._supervisor.pause(config.teardown_seconds)
+        return changed
 
     # ------------------------------------------------------------------ writer
 
     def _writer_loop(self) -> None:
         while not self._stopping.is_set():
-            woken = self._wake.wait(RESYNC_INTERVAL)
+            woken = self._wake.wait(self._next_wait())
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
+                self._expire_stale()
                 # A periodic full comparison catches anything a failed command left behind.
                 self._reconcile_once(full=not woken)
             except Exception:
                 log.exception("speaker writer round failed")
+
+    def _next_wait(self) -> float:
+        with self._lock:
+            deadlines = [st.rib.stale_until for st in self._peers.values()
+                         if st.rib.stale_until is not None]
+        if not deadlines:
+            return RESYNC_INTERVAL
+        return max(0.0, min(RESYNC_INTERVAL, min(deadlines) - time.monotonic()))
+
+    def _expire_stale(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [st for st in self._peers.values() if st.rib.expire(now)]
+            for st in expired:
+                log.warning("peer %s: stale routes expired (no End-of-RIB within the restart "
+                            "time)", st.config.label)
+            if expired:
+                self._learned_cache = None
+        if expired:
+            self._changed()
+
+    def _refusals(self, st: PeerState, prefixes: Iterable[IPNetwork]) -> None:
+        """Record which of ``prefixes`` this session cannot carry for its family."""
+        sendable, configured = st.target.families, st.configured.families
+        if sendable == configured:
+            for prefix in prefixes:
+                st.refused.pop(prefix, None)
+            return
+        for prefix in prefixes:
+            fam = family(prefix)
+            if fam in configured and fam not in sendable and self._index.chosen(prefix):
+                st.refused[prefix] = f"{fam} was not negotiated with the peer"
+            else:
+                st.refused.pop(prefix, None)
 
     def _plan(self, full: bool) -> list[tuple[PeerState, int, list[Command]]]:
         with self._lock:
@@ -379,12 +502,19 @@ class Speaker:
                     continue
                 st.dirty |= changed
                 address = st.config.address
+                if st.needs_refresh or full:
+                    st.refused = {}
+                    self._refusals(st, self._index.by_prefix)
+                else:
+                    self._refusals(st, st.dirty)
                 if st.needs_refresh:
                     st.needs_refresh = False
                     view = self._index.view(st.target)
-                    stale = [a for p, a in st.stale.items() if p not in view]
-                    st.stale = {}
-                    cmds = commands(address, list(view.values()), stale)
+                    leftover = [a for p, a in st.leftover.items() if p not in view]
+                    st.leftover = {}
+                    cmds = commands(address, list(view.values()), leftover)
+                    # End-of-RIB only for what the session negotiated: ExaBGP sends one for
+                    # any family it is told, and strict peers reset the session for it.
                     cmds += [eor_command(address, f) for f in st.target.families]
                 elif full:
                     cmds = commands(address, *diff(self._index.view(st.target), st.announced))
@@ -396,6 +526,10 @@ class Speaker:
                         ),
                     )
                 st.dirty = set()
+                for cmd in cmds:
+                    for ann in cmd.refused:
+                        st.refused[ann.prefix] = TOO_BIG
+                cmds = [c for c in cmds if c.line]
                 if cmds:
                     work.append((st, st.epoch, cmds))
         return work
@@ -443,7 +577,7 @@ class Speaker:
                             st.dirty.add(ann.prefix)
                         self._wake.set()
                     else:
-                        st.stale.update((ann.prefix, ann) for ann in cmd.announced)
+                        st.leftover.update((ann.prefix, ann) for ann in cmd.announced)
                 return
             for ann in cmd.withdrawn:
                 st.announced.pop(ann.prefix, None)

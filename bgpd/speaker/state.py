@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from bgpd.config import BgpConfig, PeerConfig
-from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus
+from bgpd.config import BgpConfig, ImportConfig, PeerConfig
+from bgpd.model import Announcement, IPNetwork, PeerStatus
+from bgpd.speaker.messages import Negotiated
+from bgpd.speaker.received import PeerRoutes
 from bgpd.speaker.render import is_ibgp
 from bgpd.speaker.routes import PeerTarget
 
@@ -20,15 +22,21 @@ STATES = {"connected": "connect", "up": ESTABLISHED, "down": "down"}
 @dataclass
 class PeerState:
     config: PeerConfig
-    target: PeerTarget
+    configured: PeerTarget  # what the config asks this session to carry
+    rib: PeerRoutes  # what the peer sent us
     state: str = "idle"
     since: float = field(default_factory=time.time)
     last_error: str = ""
+    # What this session carries: the configured families the peer negotiated too.
+    target: PeerTarget | None = None
+    negotiated: Negotiated | None = None
     # What ExaBGP acknowledged for this peer since its session came up.
     announced: dict[IPNetwork, Announcement] = field(default_factory=dict)
     # What we had told ExaBGP before the session went down: on the next "up" whatever of it
     # is no longer desired is withdrawn, in case a command was still queued in ExaBGP.
-    stale: dict[IPNetwork, Announcement] = field(default_factory=dict)
+    leftover: dict[IPNetwork, Announcement] = field(default_factory=dict)
+    # Ours that this session cannot carry, and why (a family it did not negotiate, ...).
+    refused: dict[IPNetwork, str] = field(default_factory=dict)
     # Prefixes whose desired route changed since this peer was last brought up to date.
     dirty: set[IPNetwork] = field(default_factory=set)
     # The session came up (again): send the whole view, not a diff, then End-of-RIB.
@@ -36,18 +44,24 @@ class PeerState:
     # Bumped whenever the session or ExaBGP restarts, so late acks of commands sent to an
     # earlier session are not recorded as applied to this one.
     epoch: int = 0
-    received: dict[IPNetwork, LearnedRoute] = field(default_factory=dict)
     connecting_since: float | None = None  # since when we wait for a TCP connection
     commands_refused: int = 0
-    routes_refused: int = 0  # by the import policy, last time it ran
+    torn_down: bool = False  # sent a Cease for max_prefixes this session
 
     @classmethod
-    def for_peer(cls, bgp: BgpConfig, peer: PeerConfig) -> PeerState:
+    def for_peer(cls, bgp: BgpConfig, peer: PeerConfig, imports: ImportConfig) -> PeerState:
         target = PeerTarget(
             peer.address, is_ibgp(bgp, peer), peer.local_address, tuple(peer.families),
             peer.next_hop_ipv6,
         )
-        return cls(peer, target)
+        return cls(peer, target, PeerRoutes(imports), target=target)
+
+    def set_negotiated(self, negotiated: Negotiated) -> None:
+        """Carry only what both sides agreed on: ExaBGP acknowledges routes and End-of-RIB
+        of any family and sends the End-of-RIB anyway, which strict peers reset for."""
+        self.negotiated = negotiated
+        families = tuple(f for f in self.configured.families if f in negotiated.families)
+        self.target = replace(self.configured, families=families)
 
     def set_state(self, state: str, reason: str = "") -> bool:
         """Record a state change; True if it changed anything."""
@@ -63,7 +77,16 @@ class PeerState:
     def reset_session(self) -> None:
         self.epoch += 1
         self.needs_refresh = False
-        self.received.clear()
+        self.torn_down = False
+
+    def session_lost(self) -> None:
+        """The session or ExaBGP went away: what the peer sent goes stale (kept under
+        graceful restart), what it negotiated is forgotten."""
+        self.reset_session()
+        self.rib.session_lost()
+        self.negotiated = None
+        self.target = self.configured
+        self.refused = {}
 
     def connect_stalled_reason(self, now: float) -> str:
         if self.connecting_since is None or now - self.connecting_since < CONNECT_STALL:
@@ -75,12 +98,18 @@ class PeerState:
 
     def status(self) -> PeerStatus:
         stalled = self.connect_stalled_reason(time.time()) if self.state != ESTABLISHED else ""
+        refused = self.rib.refused()
         return PeerStatus(
             address=self.config.address,
             asn=self.config.asn,
             state=self.state,
             since=self.since,
             prefixes_sent=len(self.announced),
-            prefixes_received=len(self.received),
+            prefixes_received=len(self.rib.routes),
             last_error=stalled or self.last_error,
+            families=self.negotiated.families if self.negotiated else (),
+            graceful_restart=self.rib.restart_time,
+            prefixes_refused=len(self.refused),
+            routes_refused=refused.not_allowed + refused.over_limit,
+            routes_stale=len(self.rib.stale),
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest

@@ -80,8 +80,10 @@ def test_routes_beyond_the_import_policy_are_not_learned():
             routers.bird(tor, conf),
             speaker(bgp_config(peers(TOR_AS)[0]), node, import_config=policy) as sp,
         ):
+            # Stored: 4 allowed; counted, not stored: 2 not allowed, 2 over the limit.
             wait_for(
-                lambda: sp.peers()[0].prefixes_received == len(networks),
+                lambda: (sp.peers()[0].prefixes_received, sp.peers()[0].routes_refused)
+                == (4, 4),
                 SESSION_TIMEOUT,
                 "all received",
             )
@@ -89,4 +91,9 @@ def test_routes_beyond_the_import_policy_are_not_learned():
             assert len(learned) == 4
             assert all(p.prefixlen == 24 and str(p).startswith("172.16.") for p in learned)
             assert all(r.next_hop == TOR_V4 for routes in learned.values() for r in routes)
-            assert sp.counters()["routes_refused_import"] == 2
+            stored, stale, refused = sp.received(TOR_V4)
+            assert (refused.not_allowed, refused.over_limit, stale) == (2, 2, [])
+            allowed = {f"172.16.{i}.0/24" for i in range(6)}
+            assert dict(refused.samples) == {
+                "198.18.0.0/15": "import-not-allowed", "172.16.0.0/25": "import-not-allowed",
+                **{p: "over-max-prefixes" for p in allowed - set(map(str, learned))}}

@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from bgpd.config import ImportConfig, PeerConfig, PrefixRule
 from bgpd.model import Attributes
-from bgpd.speaker.speaker import WORKDIR_PREFIX, remove_stale_workdirs
+from bgpd.speaker.workdir import SWEEP_MIN_AGE_S, WORKDIR_PREFIX, remove_stale_workdirs
 from tests.integration import routers
 from tests.integration.routers import NODE_V4, NODE_V6, TOR_V4, wait_for
 from tests.integration.speaker_lab import (
@@ -253,8 +254,11 @@ def test_routes_beyond_the_import_policy_are_not_learned():
             routers.frr(tor, conf),
             speaker(bgp_config(peers(TOR_AS)[0]), node, import_config=policy) as sp,
         ):
+            # Stored: the first 5 allowed; the 4 others (1 not allowed, 3 over the limit)
+            # are counted, never stored.
             wait_for(
-                lambda: sp.peers()[0].prefixes_received == len(networks),
+                lambda: (sp.peers()[0].prefixes_received, sp.peers()[0].routes_refused)
+                == (5, 4),
                 SESSION_TIMEOUT,
                 "all received",
             )
@@ -266,7 +270,7 @@ def test_routes_beyond_the_import_policy_are_not_learned():
                 for routes in learned.values()
                 for r in routes
             )
-            assert sp.counters()["routes_refused_import"] == 3
+            assert sp.counters()["routes_refused_import"] == 4
             assert "max_prefixes" in sp.peers()[0].last_error
 
 
@@ -333,6 +337,9 @@ def test_a_killed_agent_leaves_no_exabgp_behind():
             # Its work folder (ExaBGP's config, MD5 keys) outlived it: the next start sweeps it.
             left = list(Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}{agent.pid}-*"))
             assert left, "the killed agent had no work folder to sweep"
+            for folder in left:  # the sweep leaves folders younger than SWEEP_MIN_AGE_S
+                past = time.time() - 2 * SWEEP_MIN_AGE_S
+                os.utime(folder, (past, past))
             assert set(map(str, left)) <= set(remove_stale_workdirs())
             assert not any(p.exists() for p in left)
         finally:

@@ -35,6 +35,9 @@ class FakeSpeaker:
         self.calls: list[tuple] = []
         self.desired: set[Announcement] = set()
         self.learned_routes: dict = {}
+        self.exported: dict = {}
+        self.adopted: list = []
+        self.all_end_of_rib = False
         self.started = False
         self.stopped_with: bool | None = None
 
@@ -63,6 +66,21 @@ class FakeSpeaker:
     def learned(self) -> dict:
         return self.learned_routes
 
+    def refused(self, peer):
+        return {}
+
+    def received(self, peer):
+        return None
+
+    def export_received(self):
+        return self.exported
+
+    def adopt_received(self, received, elapsed=0.0):
+        self.adopted.append((received, elapsed))
+
+    def end_of_rib_from_all(self):
+        return self.all_end_of_rib
+
     def counters(self):
         return {"exabgp_restarts": 0}
 
@@ -83,6 +101,9 @@ class FakeKernel:
         self.syncs += 1
         self.routes = {str(r.prefix): r for r in desired}
         return SyncResult()
+
+    def owned(self):
+        return list(self.routes.values())
 
     def close(self, remove=False):
         self.closed_with = remove

@@ -158,15 +158,22 @@ def test_rejections_become_events_on_the_object():
 
 
 def test_peering_change_restarts_the_speaker_other_changes_do_not():
-    agent, cluster, speakers, _, _, _ = make(snapshot(services=externals(2)))
+    agent, cluster, speakers, _, _, clock = make(snapshot(services=externals(2)))
     agent.reconcile()
     agent.apply_config(config(advertise={"cluster_ips": True}))
     agent.reconcile()
     assert len(speakers.made) == 1
     agent.apply_config(config(bgp={"asn": 64512, "peers": [{"address": "10.0.0.2", "asn": 65000}]}))
     agent.reconcile()
-    assert len(speakers.made) == 2 and speakers.made[0].stopped_with is False
+    assert len(speakers.made) == 2 and speakers.made[1].bgp.peers[0].address == "10.0.0.2"
     assert "198.51.100.1/32" in announced(speakers)
+    # The node's only peer was swapped for another: the old session waits the hold time
+    # (its loss would withdraw everything through it), then goes.
+    assert speakers.made[0].stopped_with is None
+    assert agent.status.peers_held == ("10.0.0.1:179",)
+    clock.now += 30
+    agent.reconcile()
+    assert speakers.made[0].stopped_with is False and agent.status.peers_held == ()
 
 
 def test_learned_routes_are_installed_when_import_is_enabled():
@@ -319,3 +326,91 @@ def test_import_rules_reach_running_speakers_without_a_restart():
     agent.reconcile()
     assert len(speakers.made) == 1
     assert speakers.made[0].import_config.max_prefixes == 5
+
+
+# ------------------------------------------------------------------ restarts and faults
+
+
+def test_a_restarted_agent_judges_its_first_withdrawals_against_what_was_announced(tmp_path):
+    from bgpd.statefile import StateStore
+
+    first, _, speakers, _, _, _ = make(snapshot(services=externals(40)),
+                                       state=StateStore(tmp_path))
+    first.reconcile()
+    first.shutdown()  # writes the state
+    assert len(announced(speakers)) == 42
+    # The successor starts with a wrong view of the cluster (most Services missing).
+    agent, _, speakers, _, _, clock = make(snapshot(services=externals(5)),
+                                           state=StateStore(tmp_path))
+    agent.reconcile()
+    assert len(announced(speakers)) == 42, "the restart let a mass withdrawal through"
+    assert agent.status.held == 35
+    clock.now += 30
+    agent.reconcile()
+    assert len(announced(speakers)) == 7  # the wish lasted the hold time: released
+
+
+def test_a_restarted_agent_hands_what_peers_sent_to_its_speakers(tmp_path):
+    from bgpd.statefile import StateStore
+
+    cfg = config(**{"import": {"enabled": True, "allow": ["0.0.0.0/0"]}})
+    first, _, speakers, _, _, _ = make(snapshot(), cfg, state=StateStore(tmp_path))
+    first.reconcile()
+    route = learned("10.0.0.1", "0.0.0.0/0", "10.0.0.1")
+    speakers.made[0].exported = {"10.0.0.1": ({route.prefix: route}, 120)}
+    first.reconcile()
+    first.shutdown()
+    agent, _, speakers, _, _, _ = make(snapshot(), cfg, state=StateStore(tmp_path))
+    agent.reconcile()
+    ((received, elapsed),) = speakers.made[0].adopted
+    assert received == {"10.0.0.1": ({route.prefix: route}, 120)} and elapsed < 60
+
+
+def test_kernel_routes_of_an_earlier_agent_stay_until_every_peer_sent_everything():
+    from bgpd.model import KernelRoute, NextHop
+
+    agent, _, speakers, kernel, _, clock = make(snapshot())
+    default = KernelRoute(ipaddress.ip_network("0.0.0.0/0"), (NextHop(gateway="10.0.0.1"),))
+    kernel.routes = {"0.0.0.0/0": default}  # left by the previous agent
+    agent.reconcile()
+    assert "0.0.0.0/0" in kernel.routes, "the default route went before the peer was back"
+    agent.reconcile()
+    assert agent.status.adopted_kernel_routes == 1
+    speakers.made[0].all_end_of_rib = True
+    clock.now += 1
+    agent.reconcile()
+    assert "0.0.0.0/0" not in kernel.routes and agent.status.adopted_kernel_routes == 0
+
+
+def test_a_node_selector_typo_does_not_drop_the_sessions_at_once():
+    agent, _, speakers, _, events, clock = make(snapshot(services=externals(2)))
+    agent.reconcile()
+    typo = config(bgp={"asn": 64512, "peers": [{"address": "10.0.0.1", "asn": 65000,
+                                                "node_selector": {"rack": "r9"}}]})
+    agent.apply_config(typo)
+    agent.reconcile()
+    assert speakers.made[0].stopped_with is None
+    assert "no longer selects 1 of this node's 1 BGP peers" in agent.status.peers_held_reason
+    assert any(e[3] == "PeersHeld" for e in events.events)
+    clock.now += 29
+    agent.reconcile()
+    assert speakers.made[0].stopped_with is None
+    agent.apply_config(config())  # fixed within the hold time: nothing happened
+    agent.reconcile()
+    assert agent.status.peers_held == () and speakers.made[0].stopped_with is None
+
+
+def test_a_rotated_md5_key_restarts_only_that_session(tmp_path):
+    key = tmp_path / "rack1"
+    key.write_text("old")
+    cfg = config(bgp={"asn": 64512, "peers": [
+        {"address": "10.0.0.1", "asn": 65000, "password_file": str(key)},
+        {"address": "10.0.0.2", "asn": 65000}]})
+    agent, _, speakers, _, _, _ = make(snapshot(), cfg)
+    agent.reconcile()
+    agent.reconcile()
+    assert len(speakers.made) == 2
+    key.write_text("new key")
+    agent.reconcile()
+    assert len(speakers.made) == 3 and speakers.made[2].bgp.peers[0].address == "10.0.0.1"
+    assert [s.stopped_with for s in speakers.made[:2]] == [False, None]

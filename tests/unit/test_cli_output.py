@@ -92,8 +92,8 @@ def test_peers_table_and_exit_code(endpoint):
     code, text = run("peers", debug)
     assert code == 0
     header, row = text.splitlines()
-    assert header.split() == ["PEER", "ASN", "STATE", "UPTIME_S", "SENT", "RECEIVED",
-                              "LAST_ERROR"]
+    assert header.split() == ["PEER", "ASN", "STATE", "UPTIME_S", "FAMILIES", "GR", "SENT",
+                              "NOT_SENT", "RECEIVED", "STALE", "REFUSED", "LAST_ERROR"]
     assert row.split()[:3] == ["10.0.0.1", "65000", "established"]
 
 

@@ -71,29 +71,47 @@ def test_every_environment_name_is_one_exabgp_knows():
     assert names <= known, names - known
 
 
-def test_exabgp_logs_per_route_lines_only_when_we_debug():
+def test_exabgp_logs_per_route_lines_only_when_we_debug_and_never_its_debug_trace():
     assert render_environment(BGP, SETTINGS)["exabgp_log_level"] == "WARNING"
     debug = SpeakerSettings("10.0.0.2", SETTINGS.api_argv, log_level="debug")
-    assert render_environment(BGP, debug)["exabgp_log_level"] == "DEBUG"
+    # ExaBGP's DEBUG prints its parsed configuration, MD5 keys included.
+    assert render_environment(BGP, debug)["exabgp_log_level"] == "INFO"
     error = SpeakerSettings("10.0.0.2", SETTINGS.api_argv, log_level="error")
     assert render_environment(BGP, error)["exabgp_log_level"] == "ERROR"
 
 
-def test_stale_work_folders_of_dead_agents_are_removed(tmp_path, monkeypatch):
+def test_stale_work_folders_are_those_no_living_agent_locks(tmp_path, monkeypatch):
     import os
     import subprocess
+    import sys
     import tempfile
 
-    from bgpd.speaker.speaker import WORKDIR_PREFIX, remove_stale_workdirs
+    from bgpd.speaker import workdir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # reaped: its pid is free
-    mine = tmp_path / f"{WORKDIR_PREFIX}{os.getpid()}-abc"
-    gone = tmp_path / f"{WORKDIR_PREFIX}{dead.pid}-def"
-    other = tmp_path / f"{WORKDIR_PREFIX}xyz"
-    for folder in (mine, gone, other):
-        folder.mkdir()
-        (folder / "exabgp.conf").write_text("md5-password secret;")
-    assert remove_stale_workdirs() == [str(gone)]
-    assert mine.exists() and other.exists() and not gone.exists()
+    monkeypatch.setattr(workdir, "SWEEP_MIN_AGE_S", 0.0)
+    mine = workdir.Workdir()  # alive: this process holds its lock
+    # A dead agent's folder, named after pid 1 as every agent in a container is: the name
+    # says "alive", the lock (released when its holder died) says otherwise.
+    dead = tmp_path / f"{workdir.WORKDIR_PREFIX}1-abc"
+    dead.mkdir()
+    (dead / workdir.LOCK_NAME).touch()
+    (dead / "exabgp.conf").write_text("md5-password secret;")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_WRONLY);"
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"),
+        str(dead / workdir.LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert workdir.remove_stale_workdirs() == []  # another living agent holds it
+    finally:
+        holder.kill()
+        holder.wait()
+    assert workdir.remove_stale_workdirs() == [str(dead)]
+    assert mine.path.exists() and not dead.exists()
+    monkeypatch.setattr(workdir, "SWEEP_MIN_AGE_S", 3600.0)
+    young = tmp_path / f"{workdir.WORKDIR_PREFIX}{os.getpid()}-new"
+    young.mkdir()  # being created right now, not locked yet: left alone
+    assert workdir.remove_stale_workdirs() == []
+    mine.remove()
+    assert not mine.path.exists()

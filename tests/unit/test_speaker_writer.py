@@ -177,7 +177,7 @@ def test_a_route_acknowledged_after_a_flap_is_withdrawn_once_no_longer_desired()
     for on_reply, ok in conn.deferred:
         on_reply(ok)
     conn.defer = False
-    assert set(sp._peers[PEER].stale) == {ann("10.1.0.0/24").prefix}
+    assert set(sp._peers[PEER].leftover) == {ann("10.1.0.0/24").prefix}
     sp.set_desired(set())  # the pod went away meanwhile
     sp._reconcile_once()
     conn.take()
@@ -275,3 +275,135 @@ def test_a_malformed_api_line_changes_nothing():
         sp._on_line(conn, line)
     assert sp.peers()[0].state == "established"
     assert sp.in_sync()
+
+
+# ------------------------------------------------------------------ what was negotiated
+
+
+def neighbor(kind, body):
+    return json.dumps({"type": kind, "neighbor": {"address": {"local": "10.0.0.2", "peer": PEER},
+                                                  **body}})
+
+
+def negotiated(*families, refresh="absent"):
+    return neighbor("negotiated", {"negotiated": {
+        "message_size": 4096, "hold_time": 90, "asn4": True, "refresh": refresh,
+        "families": list(families)}})
+
+
+def received_open(gr_time=None, forwarding=()):
+    caps = {"1": {"name": "multiprotocol", "families": ["ipv4/unicast"]}}
+    if gr_time is not None:
+        # ExaBGP 5.0's labels are swapped: "restart" marks a family's Forwarding bit.
+        caps["64"] = {"name": "graceful restart", "time": gr_time, "restart-flags": [],
+                      "address-family-flags": {f.replace("-", "/"): ["restart"]
+                                               for f in forwarding}}
+    return neighbor("open", {"direction": "receive", "open": {"capabilities": caps}})
+
+
+def update(*prefixes, withdraw=(), eor=None):
+    if eor:
+        message = {"eor": {"afi": eor.split("-")[0], "safi": "unicast"}}
+    else:
+        update = {}
+        if prefixes:
+            update["announce"] = {"ipv4 unicast": {"10.0.0.1": [{"nlri": p} for p in prefixes]}}
+        if withdraw:
+            update["withdraw"] = {"ipv4 unicast": [{"nlri": p} for p in withdraw]}
+        message = {"update": update}
+    return neighbor("update", {"direction": "receive", "message": message})
+
+
+def dual_stack_speaker(**imports):
+    from bgpd.config import ImportConfig, PrefixRule
+
+    bgp = BgpConfig(asn=64512, peers=(PeerConfig(PEER, 65000, local_address="10.0.0.2"),))
+    sp = Speaker(bgp, router_id="10.0.0.2", import_config=ImportConfig(
+        allow=(PrefixRule(ipaddress.ip_network("0.0.0.0/0"), 0, 32),), **imports))
+    conn = FakeConnection()
+    sp._api = SimpleNamespace(current=conn)
+    return sp, conn
+
+
+def test_only_negotiated_families_are_sent_and_the_rest_is_reported():
+    sp, conn = dual_stack_speaker()
+    sp.set_desired({ann("10.1.0.0/24"), ann("2001:db8::/64")})
+    sp._on_line(conn, negotiated("ipv4 unicast"))  # the peer did not take IPv6
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    # No IPv6 route and, above all, no IPv6 End-of-RIB: strict peers reset for either.
+    assert conn.take() == [ANNOUNCE_10_1, EOR]
+    assert sp.refused(PEER) == {ipaddress.ip_network("2001:db8::/64"):
+                                "ipv6-unicast was not negotiated with the peer"}
+    status = sp.peers()[0]
+    assert status.families == ("ipv4-unicast",) and status.prefixes_refused == 1
+    assert sp.in_sync()
+    sp._on_line(conn, state_line("down"))
+    sp._on_line(conn, negotiated("ipv4 unicast", "ipv6 unicast"))
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    assert conn.take()[-2:] == [EOR, f"neighbor {PEER} announce eor ipv6 unicast"]
+    assert sp.refused(PEER) == {}
+
+
+def test_attributes_too_big_for_a_message_are_never_handed_to_exabgp():
+    from bgpd.model import Attributes
+
+    sp, conn, _ = make_speaker()
+    huge = Announcement(ipaddress.ip_network("10.9.0.0/24"),
+                        Attributes(communities=tuple(f"1:{i}" for i in range(1100))))
+    sp.set_desired({ann("10.1.0.0/24"), huge})
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    assert conn.take() == [ANNOUNCE_10_1, EOR]
+    assert "do not fit one 4096-byte BGP message" in sp.refused(PEER)[huge.prefix]
+    assert sp.in_sync()
+
+
+def test_received_routes_stay_through_an_exabgp_restart_until_end_of_rib():
+    sp, conn = dual_stack_speaker()
+    sp._on_line(conn, received_open(gr_time=120, forwarding=("ipv4-unicast",)))
+    sp._on_line(conn, state_line("up"))
+    sp._on_line(conn, update("0.0.0.0/0", "192.0.2.0/24"))
+    assert set(map(str, sp.learned())) == {"0.0.0.0/0", "192.0.2.0/24"}
+    sp._on_connect(SimpleNamespace(generation=2))  # ExaBGP crashed and came back
+    assert set(map(str, sp.learned())) == {"0.0.0.0/0", "192.0.2.0/24"}  # kept, stale
+    assert sp.peers()[0].routes_stale == 2
+    sp._on_line(conn, received_open(gr_time=120, forwarding=("ipv4-unicast",)))
+    sp._on_line(conn, state_line("up"))
+    sp._on_line(conn, update("0.0.0.0/0"))
+    sp._on_line(conn, update(eor="ipv4-unicast"))
+    assert set(map(str, sp.learned())) == {"0.0.0.0/0"}  # the one not sent again is gone
+
+
+def test_a_peer_without_graceful_restart_takes_its_routes_with_it():
+    sp, conn = dual_stack_speaker()
+    sp._on_line(conn, received_open())
+    sp._on_line(conn, state_line("up"))
+    sp._on_line(conn, update("0.0.0.0/0"))
+    sp._on_line(conn, state_line("down", "hold timer expired"))
+    assert sp.learned() == {}
+
+
+def test_over_max_prefixes_with_teardown_closes_the_session_once():
+    sp, conn = dual_stack_speaker(max_prefixes=2, max_prefixes_action="teardown")
+    sp._on_line(conn, state_line("up"))
+    sp._on_line(conn, update("10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"))
+    sp._on_line(conn, update("10.4.0.0/24"))
+    assert conn.take() == [f"neighbor {PEER} teardown 1"]
+    assert len(sp.learned()) == 2
+    assert "more than import.max_prefixes 2" in sp.peers()[0].last_error
+    assert sp.peers()[0].routes_refused == 2
+
+
+def test_wider_import_rules_ask_the_peer_again():
+    from bgpd.config import ImportConfig, PrefixRule
+
+    sp, conn = dual_stack_speaker(max_prefixes=1)
+    sp._on_line(conn, negotiated("ipv4 unicast", refresh="normal"))
+    sp._on_line(conn, state_line("up"))
+    sp._on_line(conn, update("10.1.0.0/24", "10.2.0.0/24"))
+    conn.take()
+    sp.set_import_config(ImportConfig(allow=(PrefixRule(ipaddress.ip_network("0.0.0.0/0"), 0,
+                                                        32),), max_prefixes=10))
+    assert conn.take() == [f"neighbor {PEER} announce route-refresh ipv4 unicast"]
