@@ -37,6 +37,7 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # start without saved state, waiting for the peers' End-of-RIB (the largest configured
 # graceful_restart when smaller).
 ADOPT_MAX_SECONDS = 120.0
+RELEASE_SLACK_S = 0.05  # wake this long after a hold falls due, so it has
 
 
 class SecretDigests:
@@ -138,24 +139,19 @@ class Agent:
         """Called from any thread by any adapter: something changed."""
         self._signal.set()
 
-    def run(self, stop: threading.Event, poll_config: Callable[[], Config | None] | None = None
-            ) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Reconcile until ``stop`` is set; then leave routes to graceful restart (or not)."""
         self.cluster.start()
         try:
             while not stop.is_set():
                 self.status.loop_at = self._clock()
-                self._signal.wait(self.config.resync_seconds)
+                self._signal.wait(self._next_wait())
                 if stop.is_set():
                     break
                 if self.config.debounce_seconds:
                     stop.wait(self.config.debounce_seconds)
                 self._signal.clear()
                 try:
-                    if poll_config is not None:
-                        new = poll_config()
-                        if new is not None:
-                            self.apply_config(new)
                     self.reconcile()
                 except Exception as exc:  # one bad round must not kill the agent
                     log.exception("reconcile failed")
@@ -164,6 +160,20 @@ class Agent:
                     stop.wait(RESTART_BACKOFF_SECONDS)
         finally:
             self.shutdown()
+
+    def _next_wait(self) -> float:
+        """Until the next resync, or sooner when a held withdrawal or peer, or adopted
+        kernel routes, fall due: a quiet cluster must not delay their release."""
+        now = self._clock()
+        hold = self.config.safety.withdraw_hold_seconds
+        due = [since + hold for since in (*self._held_since.values(),
+                                          *self._peer_held_since.values())]
+        if self._adopted:
+            due.append(self._adopted_until)
+        wait = self.config.resync_seconds
+        if due:
+            wait = min(wait, max(0.0, min(due) - now) + RELEASE_SLACK_S)
+        return wait
 
     def apply_config(self, config: Config) -> None:
         """A new config takes effect at the next reconcile; BGP sessions restart only when

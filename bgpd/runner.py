@@ -9,19 +9,17 @@ import logging
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from bgpd import logs
 from bgpd.agent import Agent
 from bgpd.config import BgpConfig, Config, ConfigError, load_config
+from bgpd.configwatch import ConfigWatcher
 from bgpd.runtime import freeze_after_sync, tune_gc
 from bgpd.statefile import StateStore
 
 log = logging.getLogger("bgpd.run")
 
-CONFIG_POLL_SECONDS = 5.0  # how often the config file's mtime is checked (ConfigMap updates)
 STATE_DIR_ENV = "BGPD_STATE_DIR"  # where the agent keeps state for its successor
 
 
@@ -63,60 +61,33 @@ class EventsPort:
                              cluster_wide=cluster_wide)
 
 
-def _config_poller(path: str, current: Config) -> Callable[[], Config | None]:
-    """Returns a function giving a new Config when the file changed and parses cleanly.
-
-    A broken file is logged and ignored: the agent keeps running on the last good config.
-    """
-    state = {"mtime": _mtime(path), "checked": time.monotonic()}
-
-    def poll() -> Config | None:
-        now = time.monotonic()
-        if now - state["checked"] < CONFIG_POLL_SECONDS:
-            return None
-        state["checked"] = now
-        mtime = _mtime(path)
-        if mtime == state["mtime"]:
-            return None
-        state["mtime"] = mtime
-        try:
-            return load_config(path)
-        except ConfigError as exc:
-            for line in exc.errors:
-                log.error("event=config_rejected error=%r", line)
-            return None
-
-    return poll
-
-
-def _mtime(path: str) -> tuple[float, int]:
-    try:
-        st = os.stat(path)  # follows the ConfigMap's ..data symlink swap to the new file
-    except OSError:
-        return (0.0, 0)
-    return (st.st_mtime, st.st_ino)
-
-
 class Parts:
     """The agent and the adapters around it, started and stopped together."""
 
-    def __init__(self, agent: Agent, servers: Any, recorder: Any, monitor: Any):
+    def __init__(self, agent: Agent, servers: Any, recorder: Any, monitor: Any,
+                 watcher: Any = None):
         self.agent, self.servers, self.recorder, self.monitor = agent, servers, recorder, monitor
+        self.watcher = watcher
 
     def start(self) -> None:
         self.servers.start()
         self.recorder.start()
         self.monitor.start()
+        if self.watcher is not None:
+            self.watcher.start()
         self.agent.wake()
 
     def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         self.monitor.stop()
         self.recorder.stop()
         self.servers.stop()
 
 
 def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = False,
-          netns: str | None = None, timing: Any = None, state_dir: str | None = None) -> Parts:
+          netns: str | None = None, timing: Any = None, state_dir: str | None = None,
+          config_path: str | None = None) -> Parts:
     """Wire the real adapters. ``netns`` puts ExaBGP and the kernel table in a network
     namespace while the agent itself stays in the caller's (integration tests use it)."""
     # Adapters are imported here so `bgpd check-config` and the CLI stay light.
@@ -152,7 +123,9 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
                   state=StateStore(state_dir) if state_dir else None)
     agent_ref.append(agent)
     servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
-    return Parts(agent, servers, recorder, monitor)
+    watcher = (ConfigWatcher(config_path, config, agent.apply_config, agent.wake)
+               if config_path else None)
+    return Parts(agent, servers, recorder, monitor, watcher)
 
 
 def run(config_path: str, node_name: str | None, kubeconfig: str | None,
@@ -180,7 +153,7 @@ def run(config_path: str, node_name: str | None, kubeconfig: str | None,
         return 1
     state_dir = state_dir or os.environ.get(STATE_DIR_ENV) or None
     parts = build(config, node, client, withdraw_on_exit=withdraw_on_exit, netns=netns,
-                  state_dir=state_dir)
+                  state_dir=state_dir, config_path=config_path)
     agent = parts.agent
     stop = threading.Event()
 
@@ -195,7 +168,7 @@ def run(config_path: str, node_name: str | None, kubeconfig: str | None,
     log.info("event=started node=%s debug=%s metrics=%s", node, config.http.debug_address,
              config.http.metrics_address)
     try:
-        agent.run(stop, _config_poller(config_path, config))
+        agent.run(stop)
     finally:
         parts.stop()
         client.close()
