@@ -11,6 +11,7 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from bgpd import __version__
 from bgpd.agent import DURATION_BUCKETS, Agent
 
 PEER_STATES = ("idle", "connect", "established", "down")
@@ -34,8 +35,16 @@ class AgentCollector(Collector):
                                    "was established", labels=["peer"])
         sent = GaugeMetricFamily("bgpd_peer_prefixes_sent", "Prefixes announced to the peer",
                                  labels=["peer"])
-        received = GaugeMetricFamily("bgpd_peer_prefixes_received", "Prefixes received from "
-                                     "the peer", labels=["peer"])
+        received = GaugeMetricFamily("bgpd_peer_prefixes_received", "Routes received from "
+                                     "the peer and stored (import rules, max_prefixes)",
+                                     labels=["peer"])
+        not_sent = GaugeMetricFamily("bgpd_peer_prefixes_refused", "Our prefixes this session "
+                                     "cannot carry (family not negotiated, attributes too big)",
+                                     labels=["peer"])
+        refused = GaugeMetricFamily("bgpd_peer_routes_refused", "Routes the peer sent that "
+                                    "were counted, not stored, this session", labels=["peer"])
+        stale = GaugeMetricFamily("bgpd_peer_routes_stale", "The peer's routes kept through its "
+                                  "restart (graceful restart)", labels=["peer"])
         now = time.time()
         for p in (speaker.peers() if speaker is not None else []):
             up.add_metric([p.address], 1.0 if p.state == "established" else 0.0)
@@ -45,7 +54,10 @@ class AgentCollector(Collector):
                               and p.since else 0.0)
             sent.add_metric([p.address], p.prefixes_sent)
             received.add_metric([p.address], p.prefixes_received)
-        yield from (up, state, uptime, sent, received)
+            not_sent.add_metric([p.address], p.prefixes_refused)
+            refused.add_metric([p.address], p.routes_refused)
+            stale.add_metric([p.address], p.routes_stale)
+        yield from (up, state, uptime, sent, received, not_sent, refused, stale)
 
         views = agent.snapshot_views()
         announced = GaugeMetricFamily("bgpd_announced_prefixes", "Prefixes announced by this "
@@ -73,6 +85,17 @@ class AgentCollector(Collector):
                                 "mass-withdraw guard", value=st.held)
         yield CounterMetricFamily("bgpd_withdrawal_holds", "Times the guard started holding "
                                   "withdrawals", value=st.holds_total)
+        yield GaugeMetricFamily("bgpd_peers_held", "BGP peers kept although the config no "
+                                "longer selects them (held like a mass withdrawal)",
+                                value=len(st.peers_held))
+        yield GaugeMetricFamily("bgpd_adopted_kernel_routes", "Kernel routes of an earlier "
+                                "agent kept until every peer has sent End-of-RIB",
+                                value=st.adopted_kernel_routes)
+        yield GaugeMetricFamily("bgpd_ready", "1 when /readyz answers ok",
+                                value=float(agent.ready()[0]))
+        info = GaugeMetricFamily("bgpd_build_info", "The agent's version", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
         yield GaugeMetricFamily("bgpd_synced", "1 when every watch has listed", value=float(st.synced))
         yield GaugeMetricFamily("bgpd_api_healthy", "1 when every watch is connected",
                                 value=float(st.api_healthy))
@@ -84,11 +107,16 @@ class AgentCollector(Collector):
                                        "error", labels=["kind"])
         relists = CounterMetricFamily("bgpd_watch_relists", "Relists forced by 410 Gone",
                                       labels=["kind"])
+        skipped = CounterMetricFamily("bgpd_watch_skipped", "Objects or events a watch could "
+                                      "not use (undecodable, unconvertible), skipped",
+                                      labels=["kind"])
         for kind, stats in sorted(agent.cluster.stats().items()):
             restarts.add_metric([kind], getattr(stats, "watch_restarts", 0))
             relists.add_metric([kind], getattr(stats, "relists", 0))
+            skipped.add_metric([kind], getattr(stats, "skipped", 0))
         yield restarts
         yield relists
+        yield skipped
         counters = speaker.counters() if speaker is not None else {}
         yield CounterMetricFamily("bgpd_exabgp_restarts", "ExaBGP process restarts",
                                   value=counters.get("exabgp_restarts", 0))

@@ -109,8 +109,10 @@ class KernelTable:
             return self.sync(self._desired_routes)
 
     def owned(self) -> list[KernelRoute]:
-        """Owned routes as last seen or applied (slow for huge tables: for debug views)."""
+        """Owned routes as last seen or applied (slow for huge tables: adoption at start,
+        debug views), with their devices named as the kernel names them now."""
         with self._lock:
+            self._refresh_links()
             return [wire_to_route(k, v, self._ifname) for k, v in self._state.items()]
 
     def close(self, remove: bool = False) -> None:

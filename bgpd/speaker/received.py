@@ -4,11 +4,14 @@
   counted, never stored; an allowed one beyond ``import.max_prefixes`` likewise. A leak of
   a full table costs a counter, not a copy of the table (one sample per reason is kept for
   ``bgpd routes --received``).
-* Graceful restart, receiving side (RFC 4724 4.2): when the session or ExaBGP goes away,
-  the routes stay, marked stale, for the restart time the peer advertised; a new session
-  refreshes them, and the peer's End-of-RIB for a family (or the timer) removes the stale
-  ones it did not send again. A peer that did not advertise graceful restart, or no
-  longer keeps forwarding state for a family, loses them at once.
+* Graceful restart (RFC 4724). When the peer goes away (receiving side, 4.2) its routes
+  stay, marked stale, for the restart time it advertised; a new session refreshes them,
+  and its End-of-RIB for a family (or the timer) removes the stale ones it did not send
+  again. A peer that did not advertise graceful restart, or comes back without forwarding
+  state for a family, loses them at once. When *we* went away (ExaBGP restarted, the
+  agent restarted, a session reset for a config change) we are the restarting speaker
+  (4.1): our forwarding state is ours to keep until the peer's End-of-RIB, whatever the
+  peer's own flags say (they describe the peer's restarts, not ours).
 
 Mutated only under the Speaker's lock.
 """
@@ -25,6 +28,9 @@ from bgpd.policy import reasons
 from bgpd.policy.imports import allowed
 
 SAMPLE_MAX = 100  # refused prefixes remembered per peer and reason, for the CLI
+# After our own restart, how long the peer's routes are kept at most when it advertised no
+# restart time of its own (the usual graceful-restart time).
+OWN_RESTART_KEEP_SECONDS = 120.0
 # After the session is back, stale routes wait this long for the peer's End-of-RIB at most
 # (FRR's stalepath-time default, RFC 4724's "selection deferral" bound).
 STALE_PATH_SECONDS = 360.0
@@ -57,6 +63,7 @@ class PeerRoutes:
         self.restart_time: int | None = None  # from the peer's last OPEN
         self.forwarding: tuple[str, ...] = ()
         self.eor_seen: set[str] = set()  # families the peer has sent all of, this session
+        self.restarting = False  # the stale routes are kept through our restart, not its
 
     # ------------------------------------------------------------------ the session
 
@@ -91,8 +98,9 @@ class PeerRoutes:
         forwarding state for (or all, without graceful restart) go now; the others wait
         for its End-of-RIB."""
         if self.stale:
-            keep = set(forwarding) if restart_time is not None else set()
-            self.stale = {p: r for p, r in self.stale.items() if family(p) in keep}
+            if not self.restarting:
+                keep = set(forwarding) if restart_time is not None else set()
+                self.stale = {p: r for p, r in self.stale.items() if family(p) in keep}
             self.stale_until = time.monotonic() + STALE_PATH_SECONDS if self.stale else None
         self.restart_time, self.forwarding = restart_time, forwarding
 
@@ -103,37 +111,42 @@ class PeerRoutes:
         for p in gone:
             del self.stale[p]
         if not self.stale:
-            self.stale_until = None
+            self.stale_until, self.restarting = None, False
         return bool(gone)
 
-    def session_lost(self) -> None:
-        """The session (or ExaBGP) went away: keep the routes as stale for the peer's
-        restart time if it advertised graceful restart, else drop them."""
+    def session_lost(self, ours: bool = False) -> None:
+        """The session went away. ``ours``: because of our side (ExaBGP or the session
+        restarted here): keep the routes until the peer's End-of-RIB. Otherwise keep them
+        for the restart time the peer advertised, or drop them if it advertised none."""
         kept = {**self.stale, **self.routes}
         self.routes = {}
         self.eor_seen = set()
         self.not_allowed = self.over_limit = 0
-        if self.restart_time and kept:
+        keep_for = (self.restart_time or OWN_RESTART_KEEP_SECONDS) if ours else self.restart_time
+        if keep_for and kept:
             self.stale = kept
+            self.restarting = self.restarting or ours
             # A flapping session does not start the clock over: the routes expire the
             # restart time after the first loss, as if the peer never came back.
-            until = time.monotonic() + self.restart_time
+            until = time.monotonic() + keep_for
             self.stale_until = min(until, self.stale_until or until)
         else:
-            self.stale, self.stale_until = {}, None
+            self.stale, self.stale_until, self.restarting = {}, None, False
 
     def adopt(self, routes: dict[IPNetwork, LearnedRoute], restart_time: int | None,
               until: float) -> None:
         """Routes an earlier speaker (or agent) held for this peer, kept as stale until
-        ``until`` (monotonic) unless this peer's session refreshes them sooner."""
-        if routes and restart_time:
+        ``until`` (monotonic) unless this peer's session refreshes them sooner: we are the
+        restarting speaker."""
+        if routes:
             self.stale.update(routes)
             self.stale_until = until
             self.restart_time = restart_time
+            self.restarting = True
 
     def expire(self, now: float) -> bool:
         if self.stale_until is not None and now >= self.stale_until:
-            self.stale, self.stale_until = {}, None
+            self.stale, self.stale_until, self.restarting = {}, None, False
             return True
         return False
 

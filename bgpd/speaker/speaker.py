@@ -29,7 +29,7 @@ from bgpd.speaker import messages
 from bgpd.speaker.channel import ApiServer, Connection
 from bgpd.speaker.errors import SpeakerError
 from bgpd.speaker.process import Supervisor
-from bgpd.speaker.received import Refused, family
+from bgpd.speaker.received import OWN_RESTART_KEEP_SECONDS, Refused, family
 from bgpd.speaker.render import SpeakerSettings, render_config, render_environment
 from bgpd.speaker.routes import (
     TOO_BIG,
@@ -245,14 +245,15 @@ class Speaker:
 
     def adopt_received(self, received: Received, elapsed: float = 0.0) -> None:
         """Routes an earlier speaker or agent held, lost ``elapsed`` seconds ago: stale
-        here for the rest of their peer's restart time, unless the session refreshes
-        them first."""
+        here (we are the restarting speaker) for the rest of their peer's restart time,
+        unless the session refreshes them first."""
         now = time.monotonic()
         with self._lock:
             for address, (routes, restart_time) in received.items():
                 st = self._peers.get(address)
-                if st is not None and restart_time and elapsed < restart_time:
-                    st.rib.adopt(routes, restart_time, now + restart_time - elapsed)
+                keep_for = restart_time or OWN_RESTART_KEEP_SECONDS
+                if st is not None and elapsed < keep_for:
+                    st.rib.adopt(routes, restart_time, now + keep_for - elapsed)
             self._learned_cache = None
         self._wake.set()  # the writer watches the stale timer
 
@@ -318,7 +319,7 @@ class Speaker:
         with self._lock:
             for st in self._peers.values():
                 st.set_state(state, reason)
-                st.session_lost()
+                st.session_lost(ours=True)  # ExaBGP itself went or came: our restart
                 st.announced = {}  # a new ExaBGP process starts with nothing
                 st.connecting_since = time.time()  # ExaBGP connects to every peer at start
             self._learned_cache = None
@@ -368,6 +369,10 @@ class Speaker:
                 st.set_negotiated(msg)
                 log.info("peer %s negotiated %s", st.config.label, ", ".join(msg.families))
             elif isinstance(msg, messages.PeerOpen) and st is not None:
+                log.info("peer %s graceful restart: %s", st.config.label,
+                         f"{msg.graceful_restart} s, forwarding kept for "
+                         f"{', '.join(msg.forwarding) or 'no family'}"
+                         if msg.graceful_restart is not None else "not advertised")
                 st.rib.peer_open(msg.graceful_restart, msg.forwarding)
                 self._learned_cache = None
                 changed = True

@@ -79,11 +79,11 @@ class PeerState:
         self.needs_refresh = False
         self.torn_down = False
 
-    def session_lost(self) -> None:
-        """The session or ExaBGP went away: what the peer sent goes stale (kept under
-        graceful restart), what it negotiated is forgotten."""
+    def session_lost(self, ours: bool = False) -> None:
+        """The session went away (``ours``: ExaBGP did): what the peer sent goes stale
+        (kept under graceful restart), what it negotiated is forgotten."""
         self.reset_session()
-        self.rib.session_lost()
+        self.rib.session_lost(ours)
         self.negotiated = None
         self.target = self.configured
         self.refused = {}

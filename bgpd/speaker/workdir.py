@@ -19,8 +19,16 @@ from pathlib import Path
 
 log = logging.getLogger("bgpd.speaker")
 
-WORKDIR_PREFIX = "bgpd-speaker-"  # + the agent's pid: $TMPDIR/bgpd-speaker-<pid>-<random>
+WORKDIR_PREFIX = "bgpd-speaker-"  # + the agent's pid: <base>/bgpd-speaker-<pid>-<random>
 LOCK_NAME = ".lock"
+# Where work folders go: $BGPD_WORK_DIR, else the temporary folder. Not $TMPDIR alone: the
+# image's interpreter carries a file capability, and glibc drops TMPDIR from the
+# environment of such a program (secure-execution mode).
+WORK_DIR_ENV = "BGPD_WORK_DIR"
+
+
+def base_dir() -> str:
+    return os.environ.get(WORK_DIR_ENV) or tempfile.gettempdir()
 # A folder younger than this is never swept: its agent may be between mkdtemp and flock.
 SWEEP_MIN_AGE_S = 10.0
 
@@ -29,7 +37,8 @@ class Workdir:
     """A private folder (mode 0700) locked for the life of this object (or the process)."""
 
     def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+        self.path = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-",
+                                          dir=base_dir()))
         # O_CLOEXEC: ExaBGP must not inherit the lock (an orphan would keep it "alive").
         self._fd = os.open(self.path / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,7 +72,7 @@ def remove_stale_workdirs() -> list[str]:
     """Delete the work folders no living agent holds. Returns what was removed."""
     removed = []
     now = time.time()
-    for folder in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+    for folder in Path(base_dir()).glob(f"{WORKDIR_PREFIX}*"):
         if folder.is_dir() and _abandoned(folder, now):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))

@@ -142,10 +142,32 @@ def test_a_lower_limit_drops_the_newest():
     assert r.refused().over_limit == 3
 
 
-@pytest.mark.parametrize("restart_time", [None, 0])
-def test_adopted_routes_need_a_restart_time(restart_time):
+@pytest.mark.parametrize("restart_time", [None, 0, 120])
+def test_adopted_routes_are_ours_to_keep_whatever_the_peer_advertised(restart_time):
+    # We restarted (a new agent or speaker), not the peer: our forwarding state is ours
+    # to keep until its End-of-RIB (RFC 4724 4.1), even from a peer without the capability.
     r = rib()
     r.adopt({net("172.16.1.0/24"): route("172.16.1.0/24")}, restart_time, 1e12)
+    r.peer_open(None, ())  # the peer's flags describe its restarts, not ours
+    assert stored(r) == ["172.16.1.0/24"]
+    r.end_of_rib("ipv4-unicast")
+    assert stored(r) == []
+
+
+def test_after_our_own_restart_the_peers_flags_do_not_drop_our_forwarding_state():
+    r = rib()
+    r.peer_open(30, ())  # restart time, but no F bit: FRR without preserve-fw-state
+    r.announce(route("172.16.1.0/24"))
+    r.session_lost(ours=True)  # ExaBGP was killed
+    r.peer_open(30, ())
+    assert stored(r) == ["172.16.1.0/24"]
+    r.session_lost()  # this time the peer went: by its flags, it kept no forwarding state
+    r.peer_open(30, ())
+    assert stored(r) == ["172.16.1.0/24"]  # still ours to keep: the restart began on our side
+    r.end_of_rib("ipv4-unicast")
+    r.announce(route("172.16.1.0/24"))
+    r.session_lost()
+    r.peer_open(30, ())
     assert stored(r) == []
 
 
