@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 export BGPD_CACHE ?= /var/cache/bgpd
 
 # Debian packages the tests and the lab use: real routers, the kernel's tools, certificates.
-APT_PACKAGES := frr bird2 iproute2 iputils-ping procps openssl
+# OpenBGPD: a third BGP implementation the integration suite peers with.
+APT_PACKAGES := frr bird2 openbgpd iproute2 iputils-ping procps openssl
 # A command each package provides, to see whether it is already there.
-APT_PROBES := /usr/lib/frr/bgpd /usr/sbin/bird /usr/sbin/ip /usr/bin/ping /usr/bin/pkill /usr/bin/openssl
+APT_PROBES := /usr/lib/frr/bgpd /usr/sbin/bird /usr/sbin/bgpctl /usr/sbin/ip /usr/bin/ping /usr/bin/pkill /usr/bin/openssl
 
-.PHONY: all deps venv controlplane lint unit integration e2e test lab lab-down bench clean
+.PHONY: all deps venv controlplane promtool lint unit integration e2e test lab lab-down bench clean image
 
 all: test
 
@@ -35,6 +36,15 @@ venv: $(BIN)/.installed
 controlplane:
 	bash tests/controlplane/build.sh
 
+# promtool for the alert rules' tests, from Debian's prometheus package (nothing installed).
+promtool:
+	bash tests/monitoring/promtool.sh
+
+# The agent image localhost/bgpd:dev, offline: a Debian base from mmdebstrap and PyPI wheels,
+# both cached in $(BGPD_CACHE)/image (daemonset/image/build.sh).
+image:
+	bash daemonset/image/build.sh
+
 lint: venv
 	$(BIN)/ruff check .
 
@@ -42,7 +52,7 @@ unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
 # pytest exits 5 when it collected nothing: that is a broken suite, never a pass.
-test: deps venv controlplane lint
+test: deps venv controlplane promtool lint
 	$(BIN)/python -m pytest tests; rc=$$?; \
 	if [ $$rc = 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
