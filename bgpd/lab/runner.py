@@ -53,6 +53,7 @@ AGENT_METRICS = "127.0.0.1:9181"
 # (it keeps a dropped peer's routes for the restart time the peer advertised), while an agent
 # that restarts within 8 s keeps its routes (zero loss). See bgpd/lab/README.md.
 HOLD_TIME, KEEPALIVE, GR_TIME = 9, 3, 8
+ZEBRA_GR_SECONDS = 60  # a restarted FRR keeps its predecessor's kernel routes this long
 CLUSTER_POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 EXTERNAL_POOL = "198.51.100.0/24"
@@ -274,11 +275,21 @@ class Lab:
         if str(rundir) not in self.state["frr_rundirs"]:
             self.state["frr_rundirs"].append(str(rundir))
         for daemon in pending:
+            # A killed daemon leaves its sockets behind: waiting for them below must wait
+            # for the new daemon, not find the old files at once.
+            stale = [f"{daemon}.vty"] + (["zserv.api"] if daemon == "zebra" else [])
+            for name in stale:
+                (rundir / name).unlink(missing_ok=True)
             stub = ndir / f"{daemon}.conf"
             stub.write_text(f"hostname {node.name}\n")
             argv = [str(FRR_DIR / daemon), "-N", ps, "-f", str(stub),
                     "-i", str(rundir / f"{daemon}.pid"), "-z", str(rundir / "zserv.api"),
                     "-u", "frr", "-g", "frr", "-P", "0"]
+            if daemon == "zebra":
+                # A restarted zebra keeps the FIB its predecessor left (graceful restart at
+                # the kernel level) instead of flushing it: a control-plane restart of the
+                # router does not stop forwarding while BGP re-converges.
+                argv += ["-K", str(ZEBRA_GR_SECONDS)]
             rec = spawn(f"{node.name}/{daemon}", argv, ndir / f"{daemon}.log", t.netns(node.name))
             self.record(rec)
             if daemon == "zebra":
@@ -415,10 +426,16 @@ class Lab:
         return [k for k, r in self.procs.items() if not r.alive]
 
     def revive(self) -> list[str]:
-        """Restart recorded processes that died, in their recorded order."""
+        """Restart recorded processes that died, in their recorded order. Routers are left
+        to start_routers: a router comes back whole, its daemons and its configuration
+        (a bare FRR daemon restarted alone would come back with no BGP instance)."""
         revived = []
+        routers = {r.name for r in self.topo.routers()}
         for key, rec in self.procs.items():
             if rec.alive:
+                continue
+            if key.split("/")[0] in routers:
+                revived.append(key)
                 continue
             if key.endswith("/agent") and not agent_available()[0]:
                 continue

@@ -240,6 +240,48 @@ def test_agent_sigkill_withdraws_within_hold_time(lab):
              f"{cidr} back after the agent restarts")
 
 
+def test_tor_reboot_comes_back_configured_and_keeps_forwarding(lab):
+    """tor1's FRR dies (zebra and bgpd, SIGKILL) and `bgpd lab up` brings it back whole:
+    sessions re-established, the nodes' routes back at tor1, and meanwhile the agents keep
+    what tor1 had sent (192.0.2.0/24, the way back to the client) as stale routes."""
+    lab.create_pod("tor-1", "node1")
+    try:
+        ip = lab.wait_pod_ip("tor-1")
+        wait_for(lambda: lab.echo(ip), 10, "pod reachable")
+        ping = _ping(lab, ip, 20)
+        time.sleep(1)
+        lab.kill("tor1/bgpd", signal.SIGKILL)
+        lab.kill("tor1/zebra", signal.SIGKILL)
+        down_at = time.monotonic()
+        for node in NODE_IP:  # the agents keep the route back to the client, stale
+            routes = lab.ns_run(node, "ip", "-4", "route", "show").stdout
+            assert "192.0.2.0/24" in routes, f"{node} dropped tor1's route at once"
+        wait_for(lambda: all(p["routes_stale"] == 1 for p in _peers(lab, "node1")), 15,
+                 "node1's agent holding tor1's routes as stale")
+        lab.revive()  # `bgpd lab up`: the router returns with its configuration
+        for node, node_ip in NODE_IP.items():
+            wait_for(lambda a=node_ip: lab.neighbor_state(a) == "Established",
+                     SESSION_TIMEOUT, f"tor1-{node} re-established")
+        for node, cidr in POD_CIDR.items():
+            wait_for(lambda c=cidr, n=node: lab.next_hops(c) == {NODE_IP[n]}, ROUTE_TIMEOUT,
+                     f"{cidr} back at tor1")
+        wait_for(lambda: all(p["routes_stale"] == 0 and p["prefixes_received"] == 1
+                             for p in _peers(lab, "node1")), ROUTE_TIMEOUT,
+                 "tor1's routes refreshed at node1 (End-of-RIB)")
+        print(f"tor1 back and converged {time.monotonic() - down_at:.1f} s after the kill")
+        out, _ = ping.communicate(timeout=60)
+        sent, received = _loss(out)
+        print(f"ping through the tor1 reboot: {received} of {sent}")
+        assert sent > 1000 and received == sent, f"lost {sent - received} of {sent}:\n{out}"
+    finally:
+        lab.delete_pod("tor-1")
+
+
+def _peers(lab: LabHandle, node: str) -> list[dict]:
+    done = lab.ns_run(node, sys.executable, "-m", "bgpd", "peers", "-o", "json", check=False)
+    return json.loads(done.stdout)
+
+
 def test_apiserver_outage_changes_nothing(lab):
     lab.create_pod("out-1", "node1", annotations={"bgpd.dev/external-ips": "198.51.100.21"})
     try:
