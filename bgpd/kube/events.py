@@ -114,16 +114,20 @@ class EventRecorder:
             last = self._sent.get(key)
             if last is not None and now - last < DEDUP_WINDOW_S:
                 return False
+            if len(self._sent) >= DEDUP_MAX:
+                self._sent = {k: t for k, t in self._sent.items() if now - t < DEDUP_WINDOW_S}
+                if len(self._sent) >= DEDUP_MAX:
+                    # Every remembered Event is still in its window: forgetting one would
+                    # send it again at the next round. This one waits instead (counted).
+                    self.dropped += 1
+                    return False
+            # Remembered even when the queue is full: a flood of rejections must not be
+            # retried every round (each a new attempt); it is reported next period.
             self._sent[key] = now
-            if len(self._sent) > DEDUP_MAX:
-                for old in sorted(self._sent, key=self._sent.__getitem__)[: DEDUP_MAX // 10]:
-                    del self._sent[old]
         try:
             self._queue.put_nowait((ref, reason, message, type_, cluster_wide, key, now))
         except queue.Full:
             self.dropped += 1
-            with self._lock:
-                self._sent.pop(key, None)  # let a later repeat try again
             return False
         return True
 

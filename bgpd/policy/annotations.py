@@ -60,19 +60,30 @@ def split_list(raw: str) -> list[str]:
     return [item.strip() for item in str(raw).split(",") if item.strip()]
 
 
+MAX_ITEM_PROBLEMS = 3  # bad items named per annotation; the rest are counted
+MAX_LIST_ITEMS = 64  # addresses read from one list annotation (as from spec.externalIPs)
+
+
 def attributes(annotations: Mapping[str, str], prefix: str) -> tuple[Attributes, list[str]]:
-    """BGP attributes a Service asks for; bad values are dropped and reported."""
+    """BGP attributes a Service asks for; bad values are dropped and reported (one problem
+    per annotation, naming the first few bad items: each problem becomes an Event)."""
     problems: list[str] = []
     comms: list[str] = []
     large: list[str] = []
     for name, parts, out in ((COMMUNITIES, 2, comms), (LARGE_COMMUNITIES, 3, large)):
         raw = annotations.get(f"{prefix}/{name}")
+        bad = []
         for item in split_list(raw) if raw is not None else ():
             value = parse_community(item, parts)
             if value is None:
-                problems.append(f"{prefix}/{name}: {item!r} is not a valid community")
+                bad.append(item)
             else:
                 out.append(value)
+        if bad:
+            named = ", ".join(repr(item[:40]) for item in bad[:MAX_ITEM_PROBLEMS])
+            more = f" and {len(bad) - MAX_ITEM_PROBLEMS} more" if len(bad) > MAX_ITEM_PROBLEMS else ""
+            kind = "community" if parts == 2 else "large community"
+            problems.append(f"{prefix}/{name}: {named}{more} not a valid {kind}")
     scalars: dict[str, int | None] = {}
     for name in (LOCAL_PREF, MED):
         raw = annotations.get(f"{prefix}/{name}")

@@ -76,10 +76,17 @@ def pod_claims(pod: PodInfo, pod_cidrs: list[IPNetwork], config: Config,
                             pool.name if pool else None,
                             pool.attributes if pool else NO_ATTRIBUTES, key=key))
 
-    raw = pod.annotations.get(f"{config.annotation_prefix}/{ann.POD_EXTERNAL_IPS}")
+    key_name = f"{config.annotation_prefix}/{ann.POD_EXTERNAL_IPS}"
+    raw = pod.annotations.get(key_name)
     if raw is None:
         return tuple(claims)
-    for value in ann.split_list(raw):
+    items = ann.split_list(raw)
+    if len(items) > ann.MAX_LIST_ITEMS:
+        why = (f"{key_name}: {len(items) - ann.MAX_LIST_ITEMS} addresses beyond the first "
+               f"{ann.MAX_LIST_ITEMS} ignored")
+        claims.append(Claim(why, None, "annotation", owner, pod.created, reasons.BAD_ANNOTATION,
+                            why))
+    for value in items[:ann.MAX_LIST_ITEMS]:
         net, key, why = host_prefix(value)
         if net is None:
             claims.append(Claim(value, None, POD_EXTERNAL_IP, owner, pod.created,

@@ -29,3 +29,4 @@ REJECTIONS = frozenset({OUTSIDE_POOLS, POOL_FORBIDS_USE, NAMESPACE_FORBIDDEN, BA
 # Routes received from peers that were not kept (``bgpd routes --received``, metrics).
 IMPORT_NOT_ALLOWED = "import-not-allowed"  # no import.allow rule matches
 OVER_MAX_PREFIXES = "over-max-prefixes"  # the peer sent more than import.max_prefixes
+BAD_NEXT_HOP = "bad-next-hop"  # loopback, unspecified or multicast: no route can use it

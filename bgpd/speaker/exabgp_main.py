@@ -39,6 +39,24 @@ def _inject_change_without_copy(original):
     return inject_change
 
 
+CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode
+
+
+def _teardown_with_cease(original):
+    def teardown(self, code, restart=True):
+        # ExaBGP closes a session that negotiated graceful restart without any NOTIFICATION,
+        # whatever the teardown's code. A peer cut off for sending too many prefixes must be
+        # told why (RFC 4486), and must not keep our routes as if we were restarting: for
+        # this code only, this peer's graceful-restart setting is dropped. The agent stops
+        # this ExaBGP for the hold-down right after, and the next one reads the config anew.
+        if code == CEASE_MAX_PREFIXES:
+            self.neighbor["capability"]["graceful-restart"] = False
+        return original(self, code, restart)
+
+    teardown.__wrapped__ = original
+    return teardown
+
+
 def apply_patches() -> bool:
     """Patch ExaBGP in this process; False (and nothing changed) on another release."""
     if os.environ.get(DISABLE_ENV) == "0":
@@ -51,9 +69,12 @@ def apply_patches() -> bool:
         )
         return False
     from exabgp.configuration.configuration import Configuration
+    from exabgp.reactor.peer import Peer
 
     if not hasattr(Configuration.inject_change, "__wrapped__"):
         Configuration.inject_change = _inject_change_without_copy(Configuration.inject_change)
+    if not hasattr(Peer.teardown, "__wrapped__"):
+        Peer.teardown = _teardown_with_cease(Peer.teardown)
     return True
 
 

@@ -18,6 +18,7 @@ Mutated only under the Speaker's lock.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ def family(prefix: IPNetwork) -> str:
     return f"{family_of(prefix)}-unicast"
 
 
+def usable_next_hop(text: str) -> bool:
+    try:
+        hop = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return not (hop.is_loopback or hop.is_unspecified or hop.is_multicast)
+
+
 @dataclass(frozen=True)
 class Refused:
     """What a peer sent that was not kept, for ``bgpd routes --received``."""
@@ -58,8 +67,8 @@ class PeerRoutes:
         self.not_allowed = 0
         self.over_limit = 0
         self._samples: dict[str, deque[str]] = {
-            reasons.IMPORT_NOT_ALLOWED: deque(maxlen=SAMPLE_MAX),
-            reasons.OVER_MAX_PREFIXES: deque(maxlen=SAMPLE_MAX)}
+            reason: deque(maxlen=SAMPLE_MAX) for reason in (
+                reasons.IMPORT_NOT_ALLOWED, reasons.OVER_MAX_PREFIXES, reasons.BAD_NEXT_HOP)}
         self.restart_time: int | None = None  # from the peer's last OPEN
         self.forwarding: tuple[str, ...] = ()
         self.eor_seen: set[str] = set()  # families the peer has sent all of, this session
@@ -74,6 +83,10 @@ class PeerRoutes:
         if not allowed(route, self.config):
             self._refuse(prefix, reasons.IMPORT_NOT_ALLOWED)
             return self.routes.pop(prefix, None) is not None
+        if not usable_next_hop(route.next_hop):
+            # OpenBGPD on Linux sends IPv6 routes over an IPv4 session with next hop ::1.
+            self._refuse(prefix, reasons.BAD_NEXT_HOP)
+            return self.routes.pop(prefix, None) is not None
         if prefix in self.routes:
             del self.routes[prefix]  # re-announced: moves to the end, like a new arrival
         elif len(self.routes) + len(self.stale) >= self.config.max_prefixes:
@@ -87,10 +100,10 @@ class PeerRoutes:
         return self.routes.pop(prefix, None) is not None or stale
 
     def _refuse(self, prefix: IPNetwork, reason: str) -> None:
-        if reason == reasons.IMPORT_NOT_ALLOWED:
-            self.not_allowed += 1
-        else:
+        if reason == reasons.OVER_MAX_PREFIXES:
             self.over_limit += 1
+        else:
+            self.not_allowed += 1  # by the rules, or with a next hop nothing can use
         self._samples[reason].append(str(prefix))
 
     def peer_open(self, restart_time: int | None, forwarding: tuple[str, ...]) -> None:
@@ -132,6 +145,10 @@ class PeerRoutes:
             self.stale_until = min(until, self.stale_until or until)
         else:
             self.stale, self.stale_until, self.restarting = {}, None, False
+
+    def clear(self) -> None:
+        """Forget everything the peer sent (it was cut off, not restarting)."""
+        self.routes, self.stale, self.stale_until, self.restarting = {}, {}, None, False
 
     def adopt(self, routes: dict[IPNetwork, LearnedRoute], restart_time: int | None,
               until: float) -> None:

@@ -318,10 +318,11 @@ class Speaker:
     def _reset_all(self, state: str, reason: str) -> None:
         with self._lock:
             for st in self._peers.values():
-                st.set_state(state, reason)
+                st.set_state(state, reason if not st.held_down() else "")
                 st.session_lost(ours=True)  # ExaBGP itself went or came: our restart
                 st.announced = {}  # a new ExaBGP process starts with nothing
-                st.connecting_since = time.time()  # ExaBGP connects to every peer at start
+                # ExaBGP connects to every peer at start (not during a hold-down)
+                st.connecting_since = None if st.held_down() else time.time()
             self._learned_cache = None
         self._wake.set()  # the stale timer
 
@@ -408,11 +409,19 @@ class Speaker:
             st.session_lost()
             st.connecting_since = time.time()
             self._wake.set()  # the stale timer
+            left = (st.held_down_until or 0.0) - time.monotonic()
+            if left > 0 and self._supervisor is not None and len(self._peers) == 1:
+                # The Cease is out (the session is down): ExaBGP would reconnect at once, and
+                # its process serves only this peer, so it is stopped for the hold-down.
+                st.connecting_since = None
+                self._supervisor.pause(left)
         self._learned_cache = None
         log.info("peer %s %s %s", st.config.label, msg.state, msg.reason)
         return changed
 
     def _on_routes(self, st: PeerState, msg: messages.RoutesUpdate) -> bool:
+        if st.torn_down:
+            return False  # cut off: nothing more it sends this session is taken
         changed = False
         for prefix in msg.withdrawn:
             changed |= st.rib.withdraw(prefix)
@@ -431,15 +440,18 @@ class Speaker:
                 log.warning("peer %s: %s", st.config.label, st.last_error)
         if (st.rib.over_limit and config.max_prefixes_action == "teardown"
                 and not st.torn_down):
+            # Cut off, as a router's maximum-prefix does: a Cease (bgpd's ExaBGP patch sends
+            # it even under graceful restart), what the peer sent is dropped, and the session
+            # stays down for teardown_seconds (ExaBGP is stopped once the session is down).
             st.torn_down = True
-            st.last_error = (f"sent more than import.max_prefixes {config.max_prefixes}: "
-                             f"session closed for {config.teardown_seconds:g}s")
-            log.error("peer %s %s", st.config.label, st.last_error)
+            st.held_down_until = time.monotonic() + config.teardown_seconds
+            st.held_down_why = f"sent more than import.max_prefixes {config.max_prefixes}"
+            st.rib.clear()
+            changed = True
+            self._learned_cache = None
+            log.error("peer %s %s: Cease, session kept down %gs", st.config.label,
+                      st.held_down_why, config.teardown_seconds)
             self._command(f"neighbor {st.config.address} teardown {CEASE_MAX_PREFIXES}")
-            if self._supervisor is not None and len(self._peers) == 1:
-                # ExaBGP reconnects at once; its process serves only this peer, so keep it
-                # stopped for the hold-down, as a router's maximum-prefix restart timer does.
-                self._supervisor.pause(config.teardown_seconds)
         return changed
 
     # ------------------------------------------------------------------ writer

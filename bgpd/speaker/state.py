@@ -47,6 +47,8 @@ class PeerState:
     connecting_since: float | None = None  # since when we wait for a TCP connection
     commands_refused: int = 0
     torn_down: bool = False  # sent a Cease for max_prefixes this session
+    held_down_until: float | None = None  # monotonic: the session stays down until then
+    held_down_why: str = ""
 
     @classmethod
     def for_peer(cls, bgp: BgpConfig, peer: PeerConfig, imports: ImportConfig) -> PeerState:
@@ -88,7 +90,14 @@ class PeerState:
         self.target = self.configured
         self.refused = {}
 
+    def held_down(self) -> str:
+        """Why the session is kept down on purpose, and for how long more; "" if it is not."""
+        left = (self.held_down_until or 0.0) - time.monotonic()
+        return f"{self.held_down_why}: session kept down {left:.0f}s more" if left > 0 else ""
+
     def connect_stalled_reason(self, now: float) -> str:
+        if self.held_down():
+            return ""  # nothing connects during a hold-down: no stall to explain
         if self.connecting_since is None or now - self.connecting_since < CONNECT_STALL:
             return ""
         reason = f"no TCP connection for {now - self.connecting_since:.0f}s"
@@ -106,7 +115,7 @@ class PeerState:
             since=self.since,
             prefixes_sent=len(self.announced),
             prefixes_received=len(self.rib.routes),
-            last_error=stalled or self.last_error,
+            last_error=self.held_down() or stalled or self.last_error,
             families=self.negotiated.families if self.negotiated else (),
             graceful_restart=self.rib.restart_time,
             prefixes_refused=len(self.refused),

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -347,4 +349,193 @@ def frr_config(
             lines.append(f"  {'' if is_family else 'no '}neighbor {address} activate")
         lines += [f"  network {n}" for n in networks if (":" in n) == (version == 6)]
         lines.append(" exit-address-family")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+# ---------------------------------------------------------------------------- OpenBGPD
+#
+# Debian's `openbgpd` (7.7): bgpd has no flag for its control socket (the config's `socket`
+# line sets it, one per instance: a second instance on the same socket exits with status 0),
+# chroots its route engine into the home of user _openbgpd, /run/openbgpd, which only
+# systemd creates, and logs to stderr with -d, without timestamps.
+
+OPENBGPD = Path("/usr/sbin/bgpd")  # FRR's bgpd lives in /usr/lib/frr
+BGPCTL = Path("/usr/sbin/bgpctl")
+OPENBGPD_CHROOT = Path("/run/openbgpd")
+OPENBGPD_HOLDTIME = 9  # seconds, negotiated down from ExaBGP's 90; OpenBGPD's minimum is 3
+OPENBGPD_CONNECT_RETRY = 5  # seconds (global only in 7.7); the default is 120
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdecimal():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class Openbgpd:
+    """OpenBGPD's bgpd in ``ns`` with its own control socket, queried through ``bgpctl -j``.
+
+    ``conf`` is a bgpd.conf without a ``socket`` line (``openbgpd_config``): the socket in
+    the work folder is prepended here."""
+
+    def __init__(self, ns: str, conf: str, workdir: Path):
+        self.ns = ns
+        self.conf = conf
+        self.workdir = workdir
+        self.socket = workdir / "bgpd.sock"
+        self.conf_path = workdir / "bgpd.conf"
+        self.log_path = workdir / "bgpd.log"
+        self.proc: subprocess.Popen | None = None
+        self._relay: threading.Thread | None = None
+
+    def start(self) -> None:
+        for path in (OPENBGPD, BGPCTL):
+            if not path.exists():  # a failure, not a skip: the suite needs all three routers
+                raise RuntimeError(f"{path} is missing: install the Debian package openbgpd")
+        if not OPENBGPD_CHROOT.is_dir():  # left behind on purpose: other instances share it
+            OPENBGPD_CHROOT.mkdir(parents=True, exist_ok=True)
+            OPENBGPD_CHROOT.chmod(0o755)
+        self.conf_path.write_text(f'socket "{self.socket}"\n' + self.conf)
+        run(str(OPENBGPD), "-n", "-f", str(self.conf_path))  # a config error, said clearly
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, str(OPENBGPD), "-d", "-v", "-f", str(self.conf_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._relay = threading.Thread(
+            target=self._timestamp_log, args=(self.proc.stderr,), daemon=True
+        )
+        self._relay.start()
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"openbgpd exited ({self.proc.returncode}): {self.log()[-2000:]}")
+            return "neighbors" in self.bgpctl("show", "summary")
+
+        try:
+            wait_for(ready, DAEMON_READY_TIMEOUT, "openbgpd control socket")
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            raise
+
+    def _timestamp_log(self, stream) -> None:
+        """bgpd's log lines carry no time: add it (the pipe closes when all four exit)."""
+        with stream, open(self.log_path, "ab") as log:
+            for line in stream:
+                stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d} "
+                log.write(stamp.encode() + line)
+                log.flush()
+
+    def stop(self) -> None:
+        """SIGTERM bgpd (its peers get a Cease) and wait for its three engines too."""
+        if self.proc is None:
+            return
+        engines = _children(self.proc.pid)
+        stop_process(self.proc)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(_alive(pid) for pid in engines) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
+        for pid in engines:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self._relay is not None:
+            self._relay.join(STOP_TIMEOUT)
+        self.proc = self._relay = None
+        self.socket.unlink(missing_ok=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def bgpctl(self, *command: str) -> dict:
+        """``bgpctl -j``; an unknown neighbour or an empty table answers ``{}``."""
+        out = run(str(BGPCTL), "-s", str(self.socket), "-j", *command)
+        return json.loads(out) if out.strip() else {}
+
+    def neighbor(self, address: str) -> dict:
+        """``show neighbor``: state, capabilities, ``stats`` (no ``session`` key when down)."""
+        found = self.bgpctl("show", "neighbor", address).get("neighbors") or []
+        return found[0] if found else {}
+
+    def neighbor_state(self, address: str) -> str:
+        return self.neighbor(address).get("state", "")
+
+    def established(self, address: str) -> bool:
+        return self.neighbor_state(address) == "Established"
+
+    def routes(self, address: str, adj_rib_in: bool = False) -> dict[str, dict]:
+        """``{prefix: entry}`` received from ``address``, both families: accepted by the
+        filters (``show rib neighbor``) or, with ``adj_rib_in``, as received
+        (``show rib in neighbor``). Entries have ``exit_nexthop``, ``stale``, ``valid``..."""
+        command = ["show", "rib", *(["in"] if adj_rib_in else []), "neighbor", address]
+        return {r["prefix"]: r for r in self.bgpctl(*command).get("rib", [])}
+
+    def stale(self, address: str, prefix: str) -> bool:
+        """Kept under graceful restart (the key is present only while it is)."""
+        return bool(self.routes(address).get(prefix, {}).get("stale"))
+
+    def notifications(self, address: str) -> dict[str, int]:
+        """NOTIFICATIONs sent to and received from ``address`` since bgpd started. 7.7 counts
+        only the sent ones (``stats.message.received.notifications`` stays 0): the received
+        ones are counted in the log ("neighbor A: received notification: Cease, ...")."""
+        sent = self.neighbor(address).get("stats", {}).get("message", {}).get("sent", {})
+        received = re.compile(rf"neighbor {re.escape(address)}( \([^)]*\))?: received notification")
+        return {"sent": sent.get("notifications", 0), "received": len(received.findall(self.log()))}
+
+
+def openbgpd(ns: str, conf: str) -> contextlib.AbstractContextManager[Openbgpd]:
+    return _running(Openbgpd, ns, conf)
+
+
+def openbgpd_config(
+    asn: int,
+    neighbors: dict[str, int],
+    networks: list[str] = (),  # type: ignore[assignment]
+    passwords: dict[str, str] | None = None,
+    dual_stack: tuple[str, ...] = (),
+    holdtime: int = OPENBGPD_HOLDTIME,
+    connect_retry: int = OPENBGPD_CONNECT_RETRY,
+    extra: str = "",
+) -> str:
+    """bgpd.conf for a ToR on OpenBGPD's defaults but for what a test needs: eBGP/iBGP
+    ``neighbors`` (address -> ASN), each in its own address family only (OpenBGPD's default)
+    unless listed in ``dual_stack`` (IPv4 and IPv6 unicast on one session); ``networks``
+    announced to every neighbour; TCP MD5 ``passwords`` per address. Graceful restart stays
+    announced (OpenBGPD's default: helper only, restart time 0). The kernel table is left
+    alone, every route is accepted and announced (filters deny by default), and the timers
+    are short for tests."""
+    passwords = passwords or {}
+    lines = [
+        f"AS {asn}",
+        f"router-id {TOR_V4}",
+        "fib-update no",
+        f"connect-retry {connect_retry}",
+        f"holdtime {holdtime}",
+        "holdtime min 3",
+        *(f"network {n}" for n in networks),
+    ]
+    for address, remote_as in neighbors.items():
+        lines += [f"neighbor {address} {{", f"    remote-as {remote_as}"]
+        if address in passwords:
+            lines.append(f'    tcp md5sig password "{passwords[address]}"')
+        if address in dual_stack:  # once one family is named, both must be
+            lines += ["    announce IPv4 unicast", "    announce IPv6 unicast"]
+        lines.append("}")
+    lines += ["allow from any", "allow to any", extra]
     return "\n".join(line for line in lines if line) + "\n"

@@ -60,6 +60,8 @@ def test_the_patch_is_applied_in_a_fresh_interpreter_and_only_once():
         "from exabgp.configuration.configuration import Configuration as C\n"
         "assert C.inject_change.__wrapped__.__name__ == 'inject_change'\n"
         "assert not hasattr(C.inject_change.__wrapped__, '__wrapped__')\n"
+        "from exabgp.reactor.peer import Peer\n"
+        "assert not hasattr(Peer.teardown.__wrapped__, '__wrapped__')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -68,3 +70,15 @@ def test_another_release_runs_unpatched(monkeypatch, capsys):
     monkeypatch.setattr(exabgp_main, "installed_version", lambda: "5.0.16")
     assert exabgp_main.apply_patches() is False
     assert "unpatched" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("code, graceful", [(1, False), (2, 120), (4, 120)],
+                         ids=["max prefixes: a Cease even under graceful restart",
+                              "other codes: as shipped", "a reset to re-learn: as shipped"])
+def test_only_a_max_prefixes_teardown_drops_graceful_restart(code, graceful):
+    calls = []
+    patched = exabgp_main._teardown_with_cease(lambda self, c, r: calls.append((c, r)))
+    peer = SimpleNamespace(neighbor={"capability": {"graceful-restart": 120}})
+    patched(peer, code)
+    assert calls == [(code, True)]
+    assert peer.neighbor["capability"]["graceful-restart"] == graceful

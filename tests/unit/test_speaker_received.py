@@ -178,3 +178,12 @@ def test_adopted_routes_stay_until_the_session_sends_end_of_rib():
     r.peer_open(120, ("ipv4-unicast",))
     r.end_of_rib("ipv4-unicast")
     assert stored(r) == []
+
+
+@pytest.mark.parametrize("hop", ["::1", "127.0.0.1", "0.0.0.0", "ff02::1", "not-an-ip"])
+def test_a_route_whose_next_hop_nothing_can_use_is_refused(hop):
+    r = PeerRoutes(ImportConfig(allow=(PrefixRule(net("::/0"), 0, 128),
+                                       PrefixRule(net("0.0.0.0/0"), 0, 32))))
+    prefix = "fd99::/64" if ":" in hop else "172.16.1.0/24"
+    assert r.announce(LearnedRoute("10.0.0.1", net(prefix), hop)) is False
+    assert r.refused().samples == ((prefix, reasons.BAD_NEXT_HOP),)

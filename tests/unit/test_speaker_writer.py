@@ -391,9 +391,16 @@ def test_over_max_prefixes_with_teardown_closes_the_session_once():
     sp._on_line(conn, update("10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"))
     sp._on_line(conn, update("10.4.0.0/24"))
     assert conn.take() == [f"neighbor {PEER} teardown 1"]
-    assert len(sp.learned()) == 2
-    assert "more than import.max_prefixes 2" in sp.peers()[0].last_error
-    assert sp.peers()[0].routes_refused == 2
+    assert sp.learned() == {}  # cut off, not restarting: what it sent goes
+    status = sp.peers()[0]
+    assert "more than import.max_prefixes 2: session kept down" in status.last_error
+    assert status.routes_refused == 1  # the one over the limit; after the Cease, nothing is read
+    paused = []
+    sp._supervisor = SimpleNamespace(pause=paused.append)
+    sp._on_line(conn, state_line("down", "notification sent (6,1)"))  # the Cease is out
+    assert paused and 299 < paused[0] <= 300  # ExaBGP stopped for the hold-down
+    sp._reset_all("down", "ExaBGP stopped")
+    assert "session kept down" in sp.peers()[0].last_error  # not an MD5 hint, not "stopped"
 
 
 def test_wider_import_rules_ask_the_peer_again():
