@@ -97,7 +97,10 @@ def test_covers_the_fleet_questions():
                    "bgpd_withdrawals_held", "bgpd_api_healthy", "bgpd_api_unreachable_seconds_total",
                    "histogram_quantile", "bgpd_reconcile_duration_seconds_bucket",
                    "bgpd_exabgp_restarts_total", "bgpd_kernel_route_failures",
-                   "bgpd_watch_restarts_total", "bgpd_watch_relists_total"):
+                   "bgpd_watch_restarts_total", "bgpd_watch_relists_total",
+                   "bgpd_ready", "bgpd_build_info", "bgpd_peer_prefixes_refused",
+                   "bgpd_peer_routes_refused", "bgpd_peer_routes_stale", "bgpd_peers_held",
+                   "bgpd_adopted_kernel_routes", "bgpd_watch_skipped_total"):
         assert needed in exprs, needed
 
 

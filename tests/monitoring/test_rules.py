@@ -173,3 +173,17 @@ def test_unit_tests_catch_a_broken_alert(alert, tmp_path):
         proc = isolated(alert, tmp_path, mutate)
         assert proc.returncode != 0, f"{alert['alert']}: the tests pass with {mutate.__name__}"
         assert "FAILED" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("mutate", [
+    # a new session counts the peer's whole table again: not a burst
+    lambda r: r.update(expr="increase(bgpd_peer_routes_refused[15m]) > 1000"),
+    # a fabric's steady churn of routes the import rules refuse: not a burst either
+    lambda r: r.update(expr=r["expr"].replace("> 1000", "> 0")),
+], ids=["without-uptime", "any-increase"])
+def test_routes_refused_tests_pin_what_is_no_burst(mutate, tmp_path):
+    """The refused-routes gauge grows with every filtered UPDATE and restarts with the
+    session; the unit tests fail if the alert stops telling those apart from a leak."""
+    (alert,) = [a for a in m.alerts() if a["alert"] == "BgpdPeerRoutesRefused"]
+    proc = isolated(alert, tmp_path, mutate)
+    assert proc.returncode != 0 and "FAILED" in proc.stdout + proc.stderr
