@@ -71,6 +71,12 @@ def _client(name: str):
     return run
 
 
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    from bgpd.fleet import command
+
+    return command(args)
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     try:
         from bgpd.lab.cli import run_lab
@@ -139,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(func=_client("explain"))
+
+    p = sub.add_parser("fleet", help="every node's BGPNodeStatus from the API: nodes not "
+                                     "ready or stale, sessions down, held withdrawals, "
+                                     "top rejection reasons")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config inside "
+                                        "a pod, else $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=_cmd_fleet)
 
     p = sub.add_parser("lab", help="realise a containerlab topology with network namespaces")
     p.add_argument("action", choices=("up", "down", "status", "exec"))

@@ -65,9 +65,10 @@ class Parts:
     """The agent and the adapters around it, started and stopped together."""
 
     def __init__(self, agent: Agent, servers: Any, recorder: Any, monitor: Any,
-                 watcher: Any = None):
+                 watcher: Any = None, status_writer: Any = None):
         self.agent, self.servers, self.recorder, self.monitor = agent, servers, recorder, monitor
         self.watcher = watcher
+        self.status_writer = status_writer  # the node's BGPNodeStatus (bgpd/nodestatus.py)
 
     def start(self) -> None:
         self.servers.start()
@@ -75,9 +76,13 @@ class Parts:
         self.monitor.start()
         if self.watcher is not None:
             self.watcher.start()
+        if self.status_writer is not None:
+            self.status_writer.start()
         self.agent.wake()
 
     def stop(self) -> None:
+        if self.status_writer is not None:
+            self.status_writer.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.monitor.stop()
@@ -95,6 +100,8 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     from bgpd.kernel import KernelMonitor, KernelTable
     from bgpd.kube import ClusterCache
     from bgpd.kube.events import EventRecorder
+    from bgpd.kube.statuswriter import StatusWriter
+    from bgpd.nodestatus import StatusSource
     from bgpd.speaker.speaker import Speaker
 
     agent_ref: list[Agent] = []
@@ -125,7 +132,9 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
     watcher = (ConfigWatcher(config_path, config, agent.apply_config, agent.wake)
                if config_path else None)
-    return Parts(agent, servers, recorder, monitor, watcher)
+    # Polls the agent's views from its own thread: the loop never waits for the API.
+    status_writer = StatusWriter(client, node, StatusSource(agent))
+    return Parts(agent, servers, recorder, monitor, watcher, status_writer)
 
 
 def run(config_path: str, node_name: str | None, kubeconfig: str | None,

@@ -111,6 +111,14 @@ def rbac_manifest() -> Path:
     return found[0]
 
 
+def crd_manifest() -> Path:
+    """The BGPNodeStatus CRD the agents write their node's status into (daemonset/base/)."""
+    path = REPO / "daemonset" / "base" / "bgpnodestatus-crd.yaml"
+    if not path.exists():
+        raise LabError(f"{path} not found")
+    return path
+
+
 # ------------------------------------------------------------------ rendering (pure)
 
 def render_agent_config(topo: Topology, node: topo_mod.Node) -> dict:
@@ -346,6 +354,12 @@ class Lab:
                                            "metadata": {"name": "bgpd-system"}})
         run(str(cp.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), "apply",
             "-f", str(rbac_manifest()), timeout=60)
+        # The agents' BGPNodeStatus objects: served before any agent starts writing.
+        run(str(cp.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), "apply",
+            "-f", str(crd_manifest()), timeout=60)
+        run(str(cp.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), "wait",
+            "--for=condition=Established", "--timeout=60s",
+            "customresourcedefinition/bgpnodestatuses.bgpd.dev", timeout=90)
         for node in self.topo.k8s_nodes():
             obj, status = node_object(node)
             kube.create("/api/v1/nodes", obj)

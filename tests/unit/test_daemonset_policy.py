@@ -96,10 +96,12 @@ def test_renders_expected_objects(folder):
     for want in [("Namespace", "bgpd-system"), ("ServiceAccount", "bgpd"),
                  ("ClusterRole", "bgpd"), ("ClusterRoleBinding", "bgpd"),
                  ("Role", "bgpd-bgp-passwords"), ("RoleBinding", "bgpd-bgp-passwords"),
-                 ("ConfigMap", "bgpd-config"), ("DaemonSet", "bgpd")]:
+                 ("ConfigMap", "bgpd-config"), ("DaemonSet", "bgpd"),
+                 ("CustomResourceDefinition", "bgpnodestatuses.bgpd.dev")]:
         assert want in kinds
     for o in objs:
-        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding",
+                             "CustomResourceDefinition"):
             assert o["metadata"].get("namespace") == "bgpd-system", o["metadata"]
 
 
@@ -293,13 +295,24 @@ def test_no_cluster_wide_secret_access(folder):
         assert binding["roleRef"]["kind"] == "Role", "a ClusterRole bound in a namespace"
 
 
+# What the agent may write: Events (create, patch), and its node's BGPNodeStatus: create
+# the object, patch its status subresource (bgpd/kube/statuswriter.py), nothing more.
+ALLOWED_WRITES = {("", "events"): {"create", "patch"},
+                  ("events.k8s.io", "events"): {"create", "patch"},
+                  ("bgpd.dev", "bgpnodestatuses"): {"create"},
+                  ("bgpd.dev", "bgpnodestatuses/status"): {"patch"}}
+
+
 @FOLDERS
-def test_write_verbs_only_on_events(folder):
+def test_write_verbs_only_on_events_and_the_node_status(folder):
     objs = render(folder)
     for name, rule in _rules(objs, "ClusterRole") + _rules(objs, "Role"):
         writes = WRITE_VERBS & set(rule["verbs"])
         if writes:
-            assert set(rule["resources"]) == {"events"}, (name, rule)
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    allowed = ALLOWED_WRITES.get((group, resource), set())
+                    assert writes <= allowed, (name, group, resource, writes - allowed)
             assert "*" not in rule["verbs"], (name, rule)
         assert not rule.get("nonResourceURLs"), (name, rule)
         assert "*" not in rule.get("resources", []), (name, rule)
