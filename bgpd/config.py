@@ -34,6 +34,7 @@ DEFAULT_RESYNC_SECONDS = 60.0
 DEFAULT_DEBOUNCE_SECONDS = 0.05
 # Communities one announcement may carry (pool and Service annotation together): what an
 # operator's routers match on is a handful; thousands only serve to blow up UPDATEs.
+DEFAULT_GATE_DEBOUNCE_SECONDS = 10.0  # pod CIDR announced to no peer this long: unavailable
 DEFAULT_MAX_COMMUNITIES = 32
 DEFAULT_MAX_LARGE_COMMUNITIES = 32
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -181,6 +182,15 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SchedulingConfig:
+    # Set the Node's NetworkUnavailable condition while its pod CIDR is announced to no
+    # peer, so the node lifecycle controller's taint keeps new pods off (needs the optional
+    # RBAC in daemonset/optional/network-unavailable/).
+    network_unavailable: bool = False
+    debounce_seconds: float = DEFAULT_GATE_DEBOUNCE_SECONDS
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     pod_cidrs: tuple[IPNetwork, ...] = ()
     service_cidrs: tuple[IPNetwork, ...] = ()
@@ -203,6 +213,7 @@ class Config:
     safety: SafetyConfig = SafetyConfig()
     http: HttpConfig = HttpConfig()
     limits: LimitsConfig = LimitsConfig()
+    scheduling: SchedulingConfig = SchedulingConfig()
     annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX
     log_format: str = "keyvalue"  # or "json"
     log_level: str = "info"
@@ -582,7 +593,8 @@ def _parse_address(raw: dict, key: str, path: str, errs: _Errors, default: str) 
 
 
 _TOP_KEYS = ("bgp", "advertise", "pools", "cluster", "import", "kernel", "safety", "http",
-             "limits", "annotation_prefix", "logging", "resync_seconds", "debounce_seconds")
+             "limits", "scheduling", "annotation_prefix", "logging", "resync_seconds",
+             "debounce_seconds")
 
 
 def parse_config(raw: Any) -> Config:
@@ -636,6 +648,13 @@ def parse_config(raw: Any) -> Config:
         _check_attribute_limits(pool.attributes, limits, f"pools[{i}]", errs)
     _check_attribute_limits(advertise.pod_cidr_attributes, limits,
                             "advertise.pod_cidr_attributes", errs)
+    g_raw = _mapping(top.get("scheduling"), "scheduling", errs,
+                     ("network_unavailable", "debounce_seconds"))
+    scheduling = SchedulingConfig(
+        network_unavailable=_bool(g_raw, "network_unavailable", "scheduling", errs, False),
+        debounce_seconds=_float(g_raw, "debounce_seconds", "scheduling", errs,
+                                DEFAULT_GATE_DEBOUNCE_SECONDS, 0.0, 3600.0),
+    )
     h_raw = _mapping(top.get("http"), "http", errs, ("debug_address", "metrics_address"))
     http = HttpConfig(
         debug_address=_parse_address(h_raw, "debug_address", "http", errs,
@@ -651,7 +670,7 @@ def parse_config(raw: Any) -> Config:
     config = Config(
         bgp=bgp, advertise=advertise, pools=pools, cluster=cluster,
         import_=_parse_import(top.get("import"), errs), kernel=kernel, safety=safety,
-        http=http, limits=limits, annotation_prefix=prefix,
+        http=http, limits=limits, scheduling=scheduling, annotation_prefix=prefix,
         log_format=_str(log_raw, "format", "logging", errs, "keyvalue", ("keyvalue", "json")),
         log_level=_str(log_raw, "level", "logging", errs, "info",
                        ("debug", "info", "warning", "error")),

@@ -65,26 +65,24 @@ class Parts:
     """The agent and the adapters around it, started and stopped together."""
 
     def __init__(self, agent: Agent, servers: Any, recorder: Any, monitor: Any,
-                 watcher: Any = None, status_writer: Any = None):
+                 watcher: Any = None, status_writer: Any = None, gate: Any = None):
         self.agent, self.servers, self.recorder, self.monitor = agent, servers, recorder, monitor
-        self.watcher = watcher
-        self.status_writer = status_writer  # the node's BGPNodeStatus (bgpd/nodestatus.py)
+        # Optional parts, each a thread of its own: the config watcher, the node's
+        # BGPNodeStatus (bgpd/nodestatus.py), the NetworkUnavailable condition.
+        self.extras = [p for p in (watcher, status_writer, gate) if p is not None]
+        self.watcher, self.status_writer, self.gate = watcher, status_writer, gate
 
     def start(self) -> None:
         self.servers.start()
         self.recorder.start()
         self.monitor.start()
-        if self.watcher is not None:
-            self.watcher.start()
-        if self.status_writer is not None:
-            self.status_writer.start()
+        for part in self.extras:
+            part.start()
         self.agent.wake()
 
     def stop(self) -> None:
-        if self.status_writer is not None:
-            self.status_writer.stop()
-        if self.watcher is not None:
-            self.watcher.stop()
+        for part in reversed(self.extras):
+            part.stop()
         self.monitor.stop()
         self.recorder.stop()
         self.servers.stop()
@@ -100,6 +98,7 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     from bgpd.kernel import KernelMonitor, KernelTable
     from bgpd.kube import ClusterCache
     from bgpd.kube.events import EventRecorder
+    from bgpd.kube.nodecondition import ConditionWriter
     from bgpd.kube.statuswriter import StatusWriter
     from bgpd.nodestatus import StatusSource
     from bgpd.speaker.speaker import Speaker
@@ -134,7 +133,10 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
                if config_path else None)
     # Polls the agent's views from its own thread: the loop never waits for the API.
     status_writer = StatusWriter(client, node, StatusSource(agent))
-    return Parts(agent, servers, recorder, monitor, watcher, status_writer)
+    gate = (ConditionWriter(client, node, agent,
+                            debounce_seconds=config.scheduling.debounce_seconds)
+            if config.scheduling.network_unavailable else None)
+    return Parts(agent, servers, recorder, monitor, watcher, status_writer, gate)
 
 
 def run(config_path: str, node_name: str | None, kubeconfig: str | None,
