@@ -35,6 +35,14 @@ class Attributes:
     large_communities: tuple[str, ...] = ()
     local_pref: int | None = None
     med: int | None = None
+    # Weighted ECMP: the link-bandwidth extended community, in bytes per second (routers
+    # such as FRR turn the ratio between paths into next-hop weights).
+    link_bandwidth: int | None = None
+    # Less preferred (a drained node): our ASN this many more times in the AS path towards
+    # eBGP peers, local preference 0 towards iBGP peers (resolved per session).
+    prepend: int = 0
+    # The AS path as sent to one session, when not ExaBGP's default (our ASN alone).
+    as_path: tuple[int, ...] = ()
 
     def merged(self, other: Attributes) -> Attributes:
         """Union of communities; scalar values of ``other`` win where set."""
@@ -45,6 +53,10 @@ class Attributes:
             ),
             local_pref=other.local_pref if other.local_pref is not None else self.local_pref,
             med=other.med if other.med is not None else self.med,
+            link_bandwidth=(other.link_bandwidth if other.link_bandwidth is not None
+                            else self.link_bandwidth),
+            prepend=max(self.prepend, other.prepend),
+            as_path=other.as_path or self.as_path,
         )
 
 

@@ -34,6 +34,9 @@ def encoded_size(attrs: Attributes, version: int) -> int:
     size = _HEADER + _ORIGIN + _AS_PATH
     size += _NEXT_HOP_V4 + _NLRI_V4 if version == 4 else _MP_REACH_V6
     size += _SCALAR * ((attrs.med is not None) + (attrs.local_pref is not None))
+    size += 4 * (max(attrs.prepend, len(attrs.as_path) - 1))  # more ASNs in the AS path
+    if attrs.link_bandwidth is not None:
+        size += _attribute(8)  # one extended community
     if attrs.communities:
         size += _attribute(4 * len(attrs.communities))
     if attrs.large_communities:

@@ -35,6 +35,7 @@ class PeerTarget:
     local_address: str | None
     families: tuple[str, ...] = ("ipv4-unicast", "ipv6-unicast")
     next_hop_ipv6: str | None = None  # for IPv6 prefixes when the session runs over IPv4
+    local_asn: int = 0  # ours: what a less-preferred announcement repeats in its AS path
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ def resolve(ann: Announcement, target: PeerTarget) -> Announcement | None:
     if _family_name(ann.prefix) not in target.families:
         return None
     attrs = ann.attributes
+    if attrs.prepend:
+        # Less preferred: towards eBGP peers a longer AS path (ours repeated); towards iBGP
+        # peers, where our ASN in the path would look like a loop, the lowest local pref.
+        attrs = (replace(attrs, prepend=0, local_pref=0) if target.ibgp else
+                 replace(attrs, prepend=0, as_path=(target.local_asn,) * (1 + attrs.prepend)))
     if not target.ibgp and attrs.local_pref is not None:
         attrs = replace(attrs, local_pref=None)
     return Announcement(ann.prefix, attrs, _next_hop_for(ann, target))
@@ -169,6 +175,12 @@ def attribute_words(attrs: Attributes) -> list[str]:
         words += ["community", "[", *attrs.communities, "]"]
     if attrs.large_communities:
         words += ["large-community", "[", *attrs.large_communities, "]"]
+    if attrs.as_path:
+        words += ["as-path", "[", *map(str, attrs.as_path), "]"]
+    if attrs.link_bandwidth is not None:
+        # The link-bandwidth extended community (non-transitive, 0x40 0x04); the AS part
+        # is informational: 0 here.
+        words += ["extended-community", "[", f"bandwidth:0:{attrs.link_bandwidth}", "]"]
     return words
 
 

@@ -54,7 +54,7 @@ class PeerState:
     def for_peer(cls, bgp: BgpConfig, peer: PeerConfig, imports: ImportConfig) -> PeerState:
         target = PeerTarget(
             peer.address, is_ibgp(bgp, peer), peer.local_address, tuple(peer.families),
-            peer.next_hop_ipv6,
+            peer.next_hop_ipv6, bgp.asn,
         )
         return cls(peer, target, PeerRoutes(imports), target=target)
 

@@ -138,3 +138,20 @@ def test_a_prefix_that_would_split_the_command_line_is_never_sent():
     good = ann("fd00:1::/64", next_hop="self")
     lines = [c.line for c in commands("10.0.0.1", [evil, good], [])]
     assert all("\n" not in line and "teardown" not in line for line in lines)
+
+
+def test_a_less_preferred_route_is_prepended_to_ebgp_and_lowered_in_ibgp():
+    drained = ann("198.51.100.7/32", Attributes(prepend=3, med=5))
+    ebgp = resolve(drained, PeerTarget("10.0.0.1", False, "10.0.0.2", local_asn=64512))
+    assert ebgp.attributes.as_path == (64512,) * 4 and ebgp.attributes.prepend == 0
+    ibgp = resolve(drained, PeerTarget("10.0.0.1", True, "10.0.0.2", local_asn=64512))
+    # Our own ASN in an iBGP path would be a loop to the peer: the lowest local pref instead.
+    assert ibgp.attributes.as_path == () and ibgp.attributes.local_pref == 0
+    (line,) = [c.line for c in commands("10.0.0.1", [ebgp], [])]
+    assert "as-path [ 64512 64512 64512 64512 ]" in line and "med 5" in line
+
+
+def test_the_link_bandwidth_goes_out_as_an_extended_community():
+    weighted = ann("198.51.100.7/32", Attributes(link_bandwidth=375000))
+    (line,) = [c.line for c in commands("10.0.0.1", [resolve(weighted, EBGP)], [])]
+    assert "extended-community [ bandwidth:0:375000 ]" in line
