@@ -1,6 +1,6 @@
 """``bgpd lab up|down|status|exec``: the entry point the main CLI wires to ``run_lab``.
 
-    python -m bgpd.lab.cli up lab/single-tor.clab.yml [--with-examples]
+    python -m bgpd.lab.cli up lab/single-tor.clab.yml [--with-examples] [--agents container]
     python -m bgpd.lab.cli exec lab/single-tor.clab.yml client -- ping -c1 10.244.1.10
     python -m bgpd.lab.cli status
     python -m bgpd.lab.cli down lab/single-tor.clab.yml
@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-USAGE = """usage: bgpd lab up FILE [--with-examples]
+USAGE = """usage: bgpd lab up FILE [--with-examples] [--agents process|container]
        bgpd lab down FILE
        bgpd lab status
        bgpd lab exec FILE NODE -- CMD..."""
@@ -38,8 +38,13 @@ def run_lab(argv: list[str]) -> int:
             p.add_argument("file")
             p.add_argument("--with-examples", action="store_true",
                            help="also apply lab/examples/workloads.yaml")
+            p.add_argument("--agents", choices=runner.AGENT_MODES, default=None,
+                           help="run each node's agent as a plain process (default) or as "
+                                "a container of the image under the DaemonSet's "
+                                "securityContext (default: $BGPD_LAB_AGENTS, else process; "
+                                "fixed when the lab is made)")
             args = p.parse_args(rest)
-            runner.load(args.file).up(with_examples=args.with_examples)
+            runner.load(args.file).up(with_examples=args.with_examples, agents=args.agents)
             return 0
         if action == "down":
             p = argparse.ArgumentParser(prog="bgpd lab down")

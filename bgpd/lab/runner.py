@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from bgpd.lab import topology as topo_mod
+from bgpd.lab.containers import RUNC_ROOTS
 from bgpd.lab.system import (
     LabError,
     ProcRecord,
@@ -63,6 +64,13 @@ POD_ROUTES = (CLUSTER_POD_CIDR, SERVICE_CIDR, CLIENT_NET, EXTERNAL_POOL, LB_POOL
               "172.20.0.0/16", "172.21.0.0/16")
 EXAMPLES = REPO / "lab" / "examples" / "workloads.yaml"
 STATE = "state.json"
+# Every request of the agents' ServiceAccount, at Metadata level, in clab-<lab>/audit.log
+# (tests/e2e compares it with daemonset/base/rbac.yaml).
+AUDIT_POLICY = Path(__file__).resolve().parent / "audit-policy.yaml"
+AUDIT_LOG = "audit.log"
+AGENT_MODES = ("process", "container")
+CP_START_ATTEMPTS = 3
+AGENTS_MODE_ENV = "BGPD_LAB_AGENTS"  # 0/1: start agents or not; process/container: how
 
 
 def say(msg: str) -> None:
@@ -85,9 +93,9 @@ def _controlplane_module():
 
 def agent_available() -> tuple[bool, str]:
     """Is ``bgpd run`` built? (The lab starts agents only then; BGPD_LAB_AGENTS=0/1 forces.)"""
-    forced = os.environ.get("BGPD_LAB_AGENTS")
+    forced = os.environ.get(AGENTS_MODE_ENV)
     if forced in ("0", "1"):
-        return forced == "1", f"BGPD_LAB_AGENTS={forced}"
+        return forced == "1", f"{AGENTS_MODE_ENV}={forced}"
     try:
         from bgpd import cli
 
@@ -97,6 +105,16 @@ def agent_available() -> tuple[bool, str]:
     if "_not_built" in getattr(args.func, "__qualname__", ""):
         return False, "`bgpd run` is not built yet"
     return True, "bgpd run is built"
+
+
+def requested_agents_mode(flag: str | None = None) -> str | None:
+    """``--agents`` if given, else $BGPD_LAB_AGENTS when it names a mode, else None."""
+    if flag is not None:
+        if flag not in AGENT_MODES:
+            raise LabError(f"--agents {flag!r}: one of {', '.join(AGENT_MODES)}")
+        return flag
+    env = os.environ.get(AGENTS_MODE_ENV)
+    return env if env in AGENT_MODES else None
 
 
 def rbac_manifest() -> Path:
@@ -201,6 +219,21 @@ class Lab:
         self.dir = topo.lab_dir
         self.state_path = self.dir / STATE
         self.state = self._load()
+        self._containers = None
+
+    @property
+    def agents_mode(self) -> str:
+        """How this lab runs its agents (recorded when the lab was made)."""
+        return self.state.get("agents_mode", "process")
+
+    @property
+    def containers(self):
+        from bgpd.lab.containers import AgentContainers
+
+        if self._containers is None:
+            self._containers = AgentContainers(self.topo.name, self.dir,
+                                               image=self.state.get("agents_image"))
+        return self._containers
 
     def _load(self) -> dict:
         try:
@@ -335,13 +368,34 @@ class Lab:
     def kubeconfig(self) -> Path:
         return self.dir / "kubeconfig"
 
+    @property
+    def audit_log(self) -> Path:
+        return self.dir / AUDIT_LOG
+
     def start_controlplane(self) -> None:
         if self.state.get("controlplane_done"):
             return
         cpm = _controlplane_module()
         say("starting etcd, kube-apiserver, kube-controller-manager ...")
-        cp = cpm.ControlPlane(self.cp_dir)
-        cp.start()
+        for attempt in range(CP_START_ATTEMPTS):
+            cp = cpm.ControlPlane(self.cp_dir, apiserver_args=[
+                f"--audit-policy-file={AUDIT_POLICY}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+            ])
+            try:
+                cp.start()
+                break
+            except cpm.ControlPlaneError as exc:
+                # ControlPlane picks free ports before its components bind them; an
+                # outgoing connection can take one meanwhile. Start again on new ports.
+                if "address already in use" not in str(exc) or \
+                        attempt + 1 == CP_START_ATTEMPTS:
+                    raise
+                say(f"control plane: a port was taken meanwhile, starting again ({exc!s:.80})")
+                shutil.rmtree(self.cp_dir, ignore_errors=True)
+                self.audit_log.unlink(missing_ok=True)
         for name, pid in cp.pids().items():
             self.record(adopt(f"cp/{name}", pid, self.cp_dir / f"{name}.log"))
         cp.write_kubeconfig(self.kubeconfig)
@@ -404,10 +458,28 @@ class Lab:
                           cwd=str(REPO)))
 
     def write_agent_configs(self) -> None:
+        """Each node's bgpd.yaml, rewritten only when it changes (an agent reloads on every
+        change). With container agents the file lives in the ConfigMap volume's folder
+        (mounted whole, so an edit reaches the agent as a ConfigMap update does) and
+        ``<node>/bgpd.yaml`` links to it."""
         for node in self.topo.k8s_nodes():
+            text = "# rendered by `bgpd lab up`\n" + yaml.safe_dump(
+                render_agent_config(self.topo, node), sort_keys=False)
             path = self.topo.node_dir(node.name) / "bgpd.yaml"
-            path.write_text("# rendered by `bgpd lab up`\n" + yaml.safe_dump(
-                render_agent_config(self.topo, node), sort_keys=False))
+            if self.agents_mode == "container":
+                target = self.containers.config_file(node.name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    path.symlink_to(os.path.relpath(target, path.parent))
+                path = target
+            with contextlib.suppress(OSError):
+                if path.read_text() == text:
+                    continue
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o644)
+            tmp.replace(path)  # atomic: the agent never reads half a file
 
     def agent_argv(self, node: str) -> list[str]:
         ndir = self.topo.node_dir(node)
@@ -426,6 +498,9 @@ class Lab:
             key = f"{node.name}/agent"
             if self.procs.get(key, ProcRecord()).alive:
                 continue
+            if self.agents_mode == "container":
+                self.record(self.start_agent_container(node.name))
+                continue
             env = dict(os.environ, NODE_NAME=node.name, PYTHONUNBUFFERED="1")
             env = {k: v for k, v in env.items() if k in (
                 "PATH", "NODE_NAME", "PYTHONUNBUFFERED", "LANG", "LC_ALL", "HOME",
@@ -433,6 +508,12 @@ class Lab:
             self.record(spawn(key, self.agent_argv(node.name),
                               self.topo.node_dir(node.name) / "bgpd.log",
                               self.topo.netns(node.name), env=env, cwd=str(REPO)))
+
+    def start_agent_container(self, node: str) -> ProcRecord:
+        ndir = self.topo.node_dir(node)
+        return self.containers.start(f"{node}/agent", node, self.topo.netns(node),
+                                     ndir / "bgpd.log", ndir / "kubeconfig",
+                                     self.cp_dir / "pki" / "ca.crt")
 
     # ------------------------------------------------------------- health
 
@@ -451,14 +532,25 @@ class Lab:
             if key.split("/")[0] in routers:
                 revived.append(key)
                 continue
+            if key.endswith("/agent") and rec.get("container"):
+                self.record(self.start_agent_container(key.split("/")[0]))
+                revived.append(key)
+                continue
             if key.endswith("/agent") and not agent_available()[0]:
                 continue
+            spawned = time.time()
             self.record(respawn(rec))
             revived.append(key)
             if key == "cp/etcd":
                 time.sleep(1)
             if key == "cp/kube-apiserver":
                 self.wait_apiserver()
+                # Until /readyz a starting API server answers some requests before its
+                # authorizer has synced (403 to a granted request): the RBAC test needs
+                # to tell those apart from a missing grant.
+                self.state.setdefault("apiserver_restarts", []).append(
+                    [round(spawned, 3), round(time.time(), 3)])
+                self.save()
         return revived
 
     def wait_apiserver(self, timeout: float = 90) -> None:
@@ -475,17 +567,30 @@ class Lab:
 
     # ------------------------------------------------------------- up / down
 
-    def up(self, with_examples: bool = False) -> None:
+    def up(self, with_examples: bool = False, agents: str | None = None) -> None:
+        """``agents``: process or container (default $BGPD_LAB_AGENTS, else process); fixed
+        when the lab is made: a running lab asked for the other mode is an error."""
         t0 = time.monotonic()
+        mode = requested_agents_mode(agents)
         if self.state and not self._network_ok():
             say(f"lab {self.topo.name}: found a half-built lab, tearing it down first")
             self.down(quiet=True)
+        if self.state and agents is not None and agents != self.agents_mode:
+            raise LabError(f"lab {self.topo.name} is up with --agents {self.agents_mode}: "
+                           f"`bgpd lab down` it first to use --agents {agents}")
         if not self.state:
+            mode = mode or "process"
+            if mode == "container" and self.topo.k8s_nodes():
+                from bgpd.lab.containers import inspect_image
+
+                # Before anything is built: a missing image fails fast.
+                self.state["agents_image"] = inspect_image(self.containers.image).name
             if self.dir.exists():
                 shutil.rmtree(self.dir)
             self.dir.mkdir(parents=True)
             self.state = {"lab": self.topo.name, "topology": str(self.topo.path),
-                          "created": time.time()}
+                          "created": time.time(), "agents_mode": mode,
+                          "agents_image": self.state.get("agents_image")}
             self.save()
             REGISTRY.mkdir(parents=True, exist_ok=True)
             write_json(REGISTRY / f"{self.topo.name}.json",
@@ -531,6 +636,9 @@ class Lab:
                 + ("198.51.100.20" if with_examples else "<pod-ip>"))
         lines.append(f"  kubectl:  {self.kubectl_path()} --kubeconfig {self.kubeconfig} "
                      "get pods -o wide")
+        if self.agents_mode == "container":
+            lines.append(f"  agents: containers of {self.containers.image} under runc "
+                         f"(runc --root {self.containers.root} list)")
         if self.state.get("agents") is False:
             lines.append("  (agents not started: `bgpd run` is not built yet)")
         say("\n".join(lines))
@@ -552,9 +660,18 @@ class Lab:
                 continue
             seen.add(key)
             try:
-                stop(procs[key])
+                if procs[key].get("container"):
+                    self.containers.stop(procs[key])
+                else:
+                    stop(procs[key])
             except Exception as exc:  # one stubborn process must not keep the namespaces
                 failed.append(f"{key}: {exc}")
+        if self.agents_mode == "container" or (RUNC_ROOTS / f"{t.name}.runc").exists():
+            # Also containers no record knows (an `up` interrupted while starting them).
+            try:
+                failed += self.containers.teardown()
+            except Exception as exc:  # noqa: BLE001 - the namespaces must still go
+                failed.append(f"containers: {exc}")
         if self.cp_dir.exists():
             with contextlib.suppress(Exception):
                 _controlplane_module().stop_recorded(self.cp_dir)
@@ -592,7 +709,8 @@ def status_lines() -> list[str]:
             state = json.loads((Path(info["dir"]) / STATE).read_text())
         except (OSError, ValueError, KeyError):
             continue
-        out.append(f"lab {info['lab']}  ({info['topology']})")
+        out.append(f"lab {info['lab']}  ({info['topology']}, agents: "
+                   f"{state.get('agents_mode', 'process')})")
         for ns in state.get("netns", []):
             out.append(f"  netns {ns:<32} {'up' if netns_exists(ns) else 'MISSING'}")
         pods = [ns for ns in netns_list() if ns.startswith(f"clab-{info['lab']}-")
@@ -604,6 +722,10 @@ def status_lines() -> list[str]:
             where = f" in {r['netns']}" if r.get("netns") else ""
             out.append(f"  proc  {key:<28} pid {r['pid']:<8} "
                        f"{'running' if r.alive else 'DEAD'}{where}")
+            if r.get("container"):
+                c = r["container"]
+                out.append(f"        container {c['id']} ({c['runtime']} --root {c['root']}, "
+                           f"image {c['image']})")
         out.append(f"  kubeconfig {Path(info['dir']) / 'kubeconfig'}")
     return out
 

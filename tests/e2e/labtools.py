@@ -19,7 +19,43 @@ from bgpd.lab.system import ProcRecord
 REPO = Path(__file__).resolve().parents[2]
 SINGLE_TOR = REPO / "lab" / "single-tor.clab.yml"
 CLIENT_IP = "192.0.2.10"
+BUILD_SCRIPT = REPO / "daemonset" / "image" / "build.sh"
+IMAGE = "localhost/bgpd:dev"
+BUILD_TIMEOUT_S = 1800  # a first build on a fresh machine: apt-get, mmdebstrap, PyPI
+MODES_ENV = "BGPD_E2E_AGENTS"  # e.g. "container" or "process,container"
 T = TypeVar("T")
+_built: dict[str, float] = {}
+
+
+def agent_modes(default: str) -> list[str]:
+    """How a module's lab runs its agents: $BGPD_E2E_AGENTS (comma separated) or ``default``.
+    Each mode is one lab for the whole module (pytest runs the module once per mode)."""
+    modes = [m.strip() for m in os.environ.get(MODES_ENV, default).split(",") if m.strip()]
+    wrong = [m for m in modes if m not in ("process", "container")]
+    assert modes and not wrong, f"{MODES_ENV}: process and/or container, not {wrong}"
+    return modes
+
+
+def ensure_image() -> float:
+    """Build localhost/bgpd:dev from the working tree with daemonset/image/build.sh, once per
+    test session (cached by the script: seconds when nothing changed). Returns its time."""
+    if IMAGE not in _built:
+        start = time.monotonic()
+        done = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True,
+                              timeout=BUILD_TIMEOUT_S, env=dict(os.environ, BGPD_IMAGE=IMAGE))
+        assert done.returncode == 0, f"build.sh failed:\n{done.stdout}\n{done.stderr[-6000:]}"
+        _built[IMAGE] = time.monotonic() - start
+        print(f"image {IMAGE} built (or up to date) in {_built[IMAGE]:.0f} s")
+    return _built[IMAGE]
+
+
+def lab_up(path: Path, mode: str) -> subprocess.CompletedProcess:
+    """`bgpd lab up PATH --agents MODE` on a clean slate (leftovers of an interrupted run
+    brought down first); a container lab needs the image, built first."""
+    if mode == "container":
+        ensure_image()
+    lab_cli("down", str(path))
+    return lab_cli("up", str(path), "--agents", mode)
 
 # One TCP exchange with a pod's echo service, from inside the client namespace:
 # prints {"line": what the pod saw as our address, "peer": the address we talked to}.
@@ -61,6 +97,11 @@ class LabHandle:
 
     def refresh(self) -> None:
         self.lab = load(str(self.path))
+
+    @property
+    def mode(self) -> str:
+        """process or container: how this lab runs its agents."""
+        return self.lab.agents_mode
 
     @property
     def kube(self) -> Kube:
@@ -167,6 +208,9 @@ class LabHandle:
         return self.lab.procs[key]
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a recorded process. A container agent's record holds the agent's own pid
+        (its container's PID 1 as the host sees it): SIGKILL takes its whole PID namespace,
+        ExaBGP included, as when a kubelet kills the container."""
         rec = self.proc(key)
         assert rec.alive, f"{key} is not running"
         os.kill(rec["pid"], sig)
@@ -177,7 +221,10 @@ class LabHandle:
 
         rec = self.proc(key)
         assert rec.alive, f"{key} is not running"
-        stop(rec)
+        if rec.get("container"):
+            self.lab.containers.stop(rec)
+        else:
+            stop(rec)
 
     def orphans(self, node: str) -> list[str]:
         """Processes in the node's namespace that no recorded lab process started."""

@@ -3,7 +3,9 @@
 listed, and `bgpd fleet` summarising it all.
 
 One lab for the module, brought up as test_single_tor.py does (down first, always down at
-the end): the lab is a machine-wide resource, so never run this beside another lab.
+the end): the lab is a machine-wide resource, so never run this beside another lab. Its
+agents run as containers of the image (what a cluster runs; test_single_tor.py covers both
+modes), or as $BGPD_E2E_AGENTS says.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 
 import pytest
 
-from .labtools import CLIENT_IP, SINGLE_TOR, LabHandle, lab_cli, wait_for
+from .labtools import CLIENT_IP, SINGLE_TOR, LabHandle, agent_modes, lab_cli, lab_up, wait_for
 from .test_single_tor import NODE_IP, POD_CIDR, ROUTE_TIMEOUT, SESSION_TIMEOUT, _requirements
 
 pytestmark = pytest.mark.e2e
@@ -27,16 +29,16 @@ DROP_VISIBLE_S = 10.0  # a session drop in `kubectl get bgpnodestatuses` (measur
 COUNTS_TIMEOUT = 60.0  # counts are written within 30 s of a change (COUNTS_MIN_INTERVAL_S)
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=agent_modes("container"))
+def lab(request):
     reason = _requirements()
     if reason:
         pytest.fail(reason)
-    lab_cli("down", str(SINGLE_TOR))
     try:
-        done = lab_cli("up", str(SINGLE_TOR))
+        done = lab_up(SINGLE_TOR, request.param)  # down first: leftovers of a broken run
         assert done.returncode == 0, f"lab up failed:\n{done.stderr}"
         handle = LabHandle()
+        assert handle.mode == request.param
         for node, ip in NODE_IP.items():
             wait_for(lambda ip=ip: handle.neighbor_state(ip) == "Established",
                      SESSION_TIMEOUT, f"BGP session tor1-{node}")
@@ -76,8 +78,16 @@ def all_up(lab: LabHandle) -> bool:
         and o["status"].get("announced", {}).get("total", 0) >= 1 for o in objs.values())
 
 
+def counts_written(lab: LabHandle) -> bool:
+    """The received route (192.0.2.0/24) counted in both statuses: counts are written up to
+    30 s after a change, so a status can show the session up before it shows the count."""
+    return all(p.get("prefixesReceived") == 1 for o in statuses(lab).values()
+               for p in o["status"].get("peers", []))
+
+
 def test_every_node_has_its_status(lab):
     wait_for(lambda: all_up(lab), COUNTS_TIMEOUT, "both nodes ready with 1/1 sessions")
+    wait_for(lambda: counts_written(lab), COUNTS_TIMEOUT, "the received route counted")
     objs = statuses(lab)
     for node, obj in objs.items():
         uid = lab.kube.get(f"/api/v1/nodes/{node}")["metadata"]["uid"]

@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
+from bgpd.lab import containers
+from bgpd.lab.containers import PODMAN, PodSpec
 from tests.netns import NetNS
 
 pytestmark = pytest.mark.integration
@@ -51,10 +51,7 @@ RUN_TIMEOUT_S = 120
 # Regression guard: measured at about 228 MB (the base 109 MB, the venv 112 MB, the
 # capable interpreter 7 MB).
 SIZE_BUDGET_BYTES = 300_000_000
-# shared/CONTAINERS.md: crun refuses this machine's hybrid cgroups; podman's default
-# nofile/nproc exceed the hard limits.
-PODMAN = ["podman", "--runtime", "runc"]
-PODMAN_ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+# PODMAN (with runc, as shared/CONTAINERS.md says) comes from bgpd.lab.containers.
 NODE_NAME = "bgpd-image-test"  # what the kubelet puts in spec.nodeName fieldRefs
 CAP_NET_ADMIN = 12
 UID_GID = 65532
@@ -104,99 +101,28 @@ def _run(argv: list[str], timeout: float = RUN_TIMEOUT_S, **kw) -> subprocess.Co
 
 
 # ------------------------------------------------------------------ the manifest
-
-
-@dataclass
-class Mount:
-    """A volume as the kubelet prepares it: a host folder the runtime bind-mounts."""
-
-    path: str  # in the container
-    source: Path  # on the host
-    read_only: bool
-    kind: str  # configMap, secret, emptyDir
-    memory: bool = False  # emptyDir medium Memory: the kubelet mounts a tmpfs there
-    size: str | None = None  # its sizeLimit, as a tmpfs size
-
-
-@dataclass
-class PodSpec:
-    """What the runtime is told for the agent's container, from daemonset.yaml."""
-
-    uid: int
-    gid: int
-    groups: list[int]
-    read_only_root: bool
-    no_new_privs: bool
-    caps: list[str]  # after drop ALL: exactly these, as CAP_* names
-    fs_group: int | None
-    env: dict[str, str]
-    args: list[str]
-    mounts: list[Mount] = field(default_factory=list)
-
-
-def _tmpfs_size(limit: str | None) -> str | None:
-    """A Kubernetes quantity (16Mi) as a tmpfs size option (16m: tmpfs suffixes are binary)."""
-    if limit is None:
-        return None
-    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", str(limit))
-    assert m, f"emptyDir sizeLimit {limit!r}: translate this quantity"
-    return m.group(1) + {"Ki": "k", "Mi": "m", "Gi": "g", None: ""}[m.group(2)]
+# The translation itself (pod_spec, oci_spec, podman_run_args) lives in bgpd.lab.containers,
+# shared with `bgpd lab up --agents container`; here only the volumes' contents are made.
 
 
 def pod_spec(folders: Path) -> PodSpec:
-    """Translate the DaemonSet's container. Anything this does not know how to translate
-    fails the test instead of being silently left out."""
-    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
-    ds = next(d for d in docs if d["kind"] == "DaemonSet")
-    spec = ds["spec"]["template"]["spec"]
-    (container,) = [c for c in spec["containers"] if c["name"] == "bgpd"]
-    pod_sc = spec.get("securityContext", {})
-    sc = container["securityContext"]
-    caps = sc.get("capabilities", {})
-    assert caps.get("drop") == ["ALL"], "only `drop: [ALL]` is translated here"
-    assert sc.get("runAsNonRoot") is True and sc.get("privileged") is False
-    groups = sorted({sc["runAsGroup"], *pod_sc.get("supplementalGroups", []),
-                     *([pod_sc["fsGroup"]] if "fsGroup" in pod_sc else [])})
-    env = {}
-    for item in container.get("env", []):
-        if "value" in item:
-            env[item["name"]] = str(item["value"])
-        elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
-            env[item["name"]] = NODE_NAME
-        else:
-            pytest.fail(f"env {item['name']}: translate this valueFrom", pytrace=False)
-    volumes = {v["name"]: v for v in spec.get("volumes", [])}
-    mounts = []
-    for vm in container.get("volumeMounts", []):
-        vol = volumes[vm["name"]]
-        ro = bool(vm.get("readOnly", False))
-        src = folders / "volumes" / vm["name"]
-        src.mkdir(parents=True)
-        src.chmod(0o755)
-        if "configMap" in vol:
-            # The ConfigMap built from daemonset/base/bgpd.yaml (kustomization), key bgpd.yaml.
-            shutil.copyfile(CONFIG, src / "bgpd.yaml")
-            (src / "bgpd.yaml").chmod(0o644)
-            mounts.append(Mount(vm["mountPath"], src, ro, "configMap"))
-        elif "secret" in vol:
+    """Translate the DaemonSet's container; make its volumes' folders, the ConfigMap one
+    holding the ConfigMap built from daemonset/base/bgpd.yaml (kustomization), key bgpd.yaml.
+    Anything the translation does not know fails the test instead of being left out."""
+    try:
+        spec = containers.pod_spec(MANIFEST, NODE_NAME, folders / "volumes")
+    except containers.ManifestError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    for m in spec.mounts:
+        m.source.mkdir(parents=True)
+        m.source.chmod(0o755)
+        if m.kind == "configMap":
+            shutil.copyfile(CONFIG, m.source / "bgpd.yaml")
+            (m.source / "bgpd.yaml").chmod(0o644)
+        elif m.kind == "secret":
             # Optional and absent: the kubelet mounts an empty volume.
-            assert vol["secret"].get("optional"), "a required Secret: give the test one"
-            mounts.append(Mount(vm["mountPath"], src, ro, "secret"))
-        elif "emptyDir" in vol:
-            empty = vol["emptyDir"] or {}
-            mounts.append(Mount(vm["mountPath"], src, ro, "emptyDir",
-                                memory=empty.get("medium") == "Memory",
-                                size=_tmpfs_size(empty.get("sizeLimit"))))
-        else:
-            pytest.fail(f"volume {vm['name']}: translate this volume type", pytrace=False)
-    return PodSpec(
-        uid=sc["runAsUser"], gid=sc["runAsGroup"], groups=groups,
-        read_only_root=bool(sc.get("readOnlyRootFilesystem")),
-        no_new_privs=sc.get("allowPrivilegeEscalation") is False,
-        caps=[f"CAP_{c.upper()}" for c in caps.get("add", [])],
-        fs_group=pod_sc.get("fsGroup"),
-        env=env, args=list(container.get("args", [])), mounts=mounts,
-    )
+            assert m.optional, "a required Secret: give the test one"
+    return spec
 
 
 # ------------------------------------------------------------------ fixtures
@@ -311,55 +237,10 @@ def rootfs(built) -> Iterator[Rootfs]:
 
 def oci_spec(pod: PodSpec, built: Built, rootfs: Path, netns: NetNS,
              argv: list[str]) -> dict:
-    """The OCI runtime spec containerd's CRI gives runc for this container (the parts that
-    matter here): user and groups, the capability sets WITHOUT inheritable or ambient,
-    no_new_privs, the read-only root, the volumes bind-mounted, the node's network
-    namespace. Left out: cgroup limits and the RuntimeDefault seccomp profile."""
-    env = dict(e.split("=", 1) for e in built.env)
-    env.update(pod.env)
-    mounts = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-    ]
-    for m in pod.mounts:  # containerd bind-mounts every volume the kubelet prepared
-        ro = ["ro"] if m.read_only else []
-        mounts.append({"destination": m.path, "type": "bind", "source": str(m.source),
-                       "options": ["rbind", "rprivate", *ro]})
-    return {
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False,
-            "user": {"uid": pod.uid, "gid": pod.gid, "additionalGids": pod.groups},
-            "args": argv,
-            "env": [f"{k}={v}" for k, v in env.items()],
-            "cwd": "/",
-            "capabilities": {"bounding": pod.caps, "permitted": pod.caps,
-                             "effective": pod.caps},
-            "noNewPrivileges": pod.no_new_privs,
-        },
-        "root": {"path": str(rootfs), "readonly": pod.read_only_root},
-        "hostname": NODE_NAME,
-        "mounts": mounts,
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                           {"type": "mount"},
-                           {"type": "network", "path": f"/run/netns/{netns.name}"}],
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                            "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                              "/proc/sysrq-trigger"],
-        },
-    }
+    """The OCI runtime spec containerd's CRI gives runc (bgpd.lab.containers.oci_spec), in
+    a network namespace made here (only its loopback)."""
+    return containers.oci_spec(pod, built.env, rootfs, f"/run/netns/{netns.name}", argv,
+                               NODE_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -471,27 +352,8 @@ def test_bgpd_version_and_check_config(runc, pod):
 
 
 def podman_run_args(pod: PodSpec, netns: NetNS, name: str) -> list[str]:
-    """The same translation for `podman run` (what the lab can use). Differences from the
-    kubelet: podman also raises the ambient set of a non-root user (so the speaker's
-    interpreter would get NET_ADMIN too), and applies its own seccomp profile."""
-    args = [*PODMAN, "run", "--rm", "--name", name, "--pull=never", *PODMAN_ULIMITS,
-            "--network", f"ns:/run/netns/{netns.name}",
-            "--user", f"{pod.uid}:{pod.gid}",
-            *[a for g in pod.groups if g != pod.gid for a in ("--group-add", str(g))],
-            "--cap-drop", "ALL", *[a for c in pod.caps for a in ("--cap-add", c)]]
-    if pod.read_only_root:
-        # Without --read-only-tmpfs=false podman adds tmpfs on /run, /tmp and /var/tmp.
-        args += ["--read-only", "--read-only-tmpfs=false"]
-    if pod.no_new_privs:
-        args += ["--security-opt", "no-new-privileges"]
-    for m in pod.mounts:
-        # Volumes as the kubelet prepared them. (Not --tmpfs for an emptyDir: runc gives a
-        # tmpfs the mode of the folder under it, 0755 root for /run/bgpd: not writable.)
-        ro = ":ro" if m.read_only else ""
-        args += ["--volume", f"{m.source}:{m.path}{ro}"]
-    for k, v in pod.env.items():
-        args += ["--env", f"{k}={v}"]
-    return args
+    """The same translation for `podman run` (bgpd.lab.containers.podman_run_args)."""
+    return containers.podman_run_args(pod, netns.name, name)
 
 
 def test_podman_runs_the_agent_with_the_daemonset_flags(pod, built, netns):

@@ -212,10 +212,12 @@ def test_rbac_role_is_enough_and_no_more(cp, tmp_path):
         with pytest.raises(KubeError) as denied:
             client.request_json("GET", "/api/v1/namespaces/bgpd-system/secrets/other")
         assert denied.value.status == 403
-        secret = client.request_json(
-            "GET", "/api/v1/namespaces/bgpd-system/secrets/bgpd-bgp-passwords"
-        )
-        assert secret["metadata"]["name"] == "bgpd-bgp-passwords"
+        # Not even the agent's own password Secret: the kubelet mounts it as files.
+        with pytest.raises(KubeError) as denied:
+            client.request_json(
+                "GET", "/api/v1/namespaces/bgpd-system/secrets/bgpd-bgp-passwords"
+            )
+        assert denied.value.status == 403
 
         # Events: allowed for the SA, and a steady state does not repeat them.
         recorder = EventRecorder(client, NODE)
