@@ -10,8 +10,9 @@ containerd's CRI hands `capabilities.add` to runc in the bounding, permitted and
 sets, with no inheritable and no ambient set. Podman does not (for a non-root user it also
 raises the ambient set, which an exec'd interpreter without a file capability keeps), so the
 capability facts run through runc directly, with an OCI spec made here from the manifest, in a
-network namespace made here (only its loopback). `podman run` with the same translation is
-checked too: it is what the lab can run (see podman_run_args for how it differs).
+network namespace made here (only its loopback); the lab's container agents
+(bgpd/lab/containers.py) run the same way. `podman run` with the same translation is checked
+too, for operators who use podman directly (see podman_run_args for how it differs).
 
 Proven inside the container: the agent's interpreter has exactly CAP_NET_ADMIN effective,
 from its file capability, and can add a route; the speaker's interpreter (ExaBGP) has none
