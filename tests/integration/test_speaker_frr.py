@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bgpd.config import ImportConfig, PeerConfig, PrefixRule
+from bgpd.config import BgpConfig, ImportConfig, PeerConfig, PrefixRule
 from bgpd.model import Attributes
+from bgpd.speaker import Speaker
 from bgpd.speaker.workdir import SWEEP_MIN_AGE_S, WORKDIR_PREFIX, remove_stale_workdirs
 from tests.integration import routers
 from tests.integration.routers import NODE_V4, NODE_V6, TOR_V4, wait_for
@@ -366,3 +368,56 @@ def test_ipv6_prefixes_ride_an_ipv4_session_with_the_configured_next_hop():
                      "the IPv6 pod CIDR at FRR with our IPv6 next hop")
             assert "10.244.1.0/24" in frr.routes("ipv4")
             assert sp.counters()["commands_refused"] == 0
+
+
+def _kernel_weights(frr: routers.Frr, prefix: str) -> dict[str, int]:
+    """gateway -> weight of the kernel's route for prefix in FRR's namespace (zebra's FIB)."""
+    found = json.loads(routers.run("ip", "-n", frr.ns, "-j", "route", "show", prefix))
+    if not found:
+        return {}
+    route = found[0]
+    if "nexthops" not in route:
+        return {route["gateway"]: 1}
+    return {nh["gateway"]: nh.get("weight", 1) for nh in route["nexthops"]}
+
+
+def test_link_bandwidth_becomes_weighted_ecmp_in_the_routers_kernel():
+    """Two nodes announce one /32 with link bandwidth 1:3; FRR 8.4 (its defaults: weighted
+    ECMP when every multipath carries the community) installs next-hop weights in that ratio,
+    and a changed bandwidth moves them."""
+    node1_v4, node2_v4 = "10.0.1.2", "10.0.2.2"
+    tor1_v4, tor2_v4 = "10.0.1.1", "10.0.2.1"
+    unit = 125_000  # bytes/s: 1 Mbit/s per endpoint
+    with routers.netns("lb-tor") as tor, routers.netns("lb-n1") as n1, \
+            routers.netns("lb-n2") as n2:
+        routers.link(tor, [f"{tor1_v4}/24"], n1, [f"{node1_v4}/24"])
+        routers.link(tor, [f"{tor2_v4}/24"], n2, [f"{node2_v4}/24"])
+        conf = routers.frr_config(TOR_AS, {node1_v4: NODE_AS, node2_v4: NODE_AS})
+        speakers = []
+
+        def start(ns: str, local: str, remote: str) -> Speaker:
+            peer = PeerConfig(remote, TOR_AS, local_address=local, families=("ipv4-unicast",))
+            sp = Speaker(BgpConfig(asn=NODE_AS, router_id=local, peers=(peer,)), netns=ns)
+            sp.start()
+            speakers.append(sp)
+            return sp
+
+        with routers.frr(tor, conf) as frr:
+            try:
+                sp1 = start(n1, node1_v4, tor1_v4)
+                sp2 = start(n2, node2_v4, tor2_v4)
+                sp1.set_desired([ann("198.51.100.10/32", Attributes(link_bandwidth=unit))])
+                sp2.set_desired([ann("198.51.100.10/32", Attributes(link_bandwidth=3 * unit))])
+                weights = wait_for(
+                    lambda: (w := _kernel_weights(frr, "198.51.100.10/32")) and len(w) == 2
+                    and w, SESSION_TIMEOUT, "a two-way ECMP route in the ToR's kernel")
+                assert abs(weights[node2_v4] / weights[node1_v4] - 3) < 0.1, weights
+
+                sp1.set_desired([ann("198.51.100.10/32", Attributes(link_bandwidth=2 * unit))])
+                sp2.set_desired([ann("198.51.100.10/32", Attributes(link_bandwidth=2 * unit))])
+                wait_for(lambda: (w := _kernel_weights(frr, "198.51.100.10/32"))
+                         and len(w) == 2 and w[node1_v4] == w[node2_v4],
+                         ROUTE_TIMEOUT, "equal weights after the bandwidths became equal")
+            finally:
+                for sp in speakers:
+                    sp.stop()
