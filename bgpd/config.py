@@ -36,6 +36,17 @@ DEFAULT_DEBOUNCE_SECONDS = 0.05
 # operator's routers match on is a handful; thousands only serve to blow up UPDATEs.
 DEFAULT_GATE_DEBOUNCE_SECONDS = 10.0  # pod CIDR announced to no peer this long: unavailable
 DEFAULT_MAX_COMMUNITIES = 32
+# Weighted ECMP: the link-bandwidth value one local endpoint stands for (bytes/s: 1 Mbit/s,
+# small enough that no realistic weight overflows the 32-bit float) and where weights stop.
+DEFAULT_BANDWIDTH_PER_ENDPOINT = 125_000
+DEFAULT_MAX_WEIGHT_ENDPOINTS = 1000
+# A draining node: what it does to its Service addresses, and by how much.
+DRAIN_ACTIONS = ("prepend", "med", "withdraw")
+DEFAULT_DRAIN_PREPEND = 3  # our ASN added 3 more times: worse than any undrained path
+DEFAULT_DRAIN_MED = 4_294_967_294  # the worst MED short of 2^32-1, which some read as "unusable"
+DEFAULT_DRAIN_LABELS = ("node.kubernetes.io/exclude-from-external-load-balancers",)
+DEFAULT_DRAIN_TAINTS = ("ToBeDeletedByClusterAutoscaler",)
+DEFAULT_DRAIN_CHECK_SECONDS = 30.0  # withdraw action: how long "another node is available" holds
 DEFAULT_MAX_LARGE_COMMUNITIES = 32
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
@@ -113,6 +124,8 @@ class Pool:
     # listed by name, or by their labels (matchLabels); neither set means every namespace.
     namespaces: frozenset[str] = frozenset()
     namespace_selector: Mapping[str, str] = field(default_factory=dict)
+    # Announce eTP=Local and pod-owned addresses with a link bandwidth per local endpoint.
+    weighted_ecmp: bool = False
 
     def contains(self, prefix: IPNetwork) -> bool:
         return any(
@@ -191,6 +204,29 @@ class SchedulingConfig:
 
 
 @dataclass(frozen=True)
+class WeightedEcmpConfig:
+    # Link bandwidth (bytes/s) announced per local endpoint, and the endpoint count where
+    # the weight stops growing (one node cannot claim the whole rack's traffic).
+    bandwidth_per_endpoint: int = DEFAULT_BANDWIDTH_PER_ENDPOINT
+    max_endpoints: int = DEFAULT_MAX_WEIGHT_ENDPOINTS
+
+
+@dataclass(frozen=True)
+class DrainConfig:
+    """When a node is draining and what its Service addresses do meanwhile (never its pod
+    CIDR or pod IPs). Any one trigger drains: ``cordoned`` (spec.unschedulable), a label
+    in ``labels`` (present, whatever its value), a taint key in ``taints``."""
+
+    cordoned: bool = True
+    labels: tuple[str, ...] = DEFAULT_DRAIN_LABELS
+    taints: tuple[str, ...] = DEFAULT_DRAIN_TAINTS
+    action: str = "prepend"  # or "med", or "withdraw" (see README: Drain)
+    prepend: int = DEFAULT_DRAIN_PREPEND
+    med: int = DEFAULT_DRAIN_MED
+    check_seconds: float = DEFAULT_DRAIN_CHECK_SECONDS
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     pod_cidrs: tuple[IPNetwork, ...] = ()
     service_cidrs: tuple[IPNetwork, ...] = ()
@@ -214,6 +250,8 @@ class Config:
     http: HttpConfig = HttpConfig()
     limits: LimitsConfig = LimitsConfig()
     scheduling: SchedulingConfig = SchedulingConfig()
+    weighted_ecmp: WeightedEcmpConfig = WeightedEcmpConfig()
+    drain: DrainConfig = DrainConfig()
     annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX
     log_format: str = "keyvalue"  # or "json"
     log_level: str = "info"
@@ -493,7 +531,7 @@ def _parse_pools(items: list[Any], cluster: ClusterConfig, errs: _Errors) -> tup
     for i, item in enumerate(items):
         path = f"pools[{i}]"
         raw = _mapping(item, path, errs, ("name", "cidrs", "allow", "namespaces",
-                                          "namespace_selector") + _ATTR_KEYS)
+                                          "namespace_selector", "weighted_ecmp") + _ATTR_KEYS)
         name = _str(raw, "name", path, errs, _MISSING) or f"pool{i}"
         if name in names:
             errs.add(f"{path}.name", f"{_show(name)} is used by another pool")
@@ -521,7 +559,8 @@ def _parse_pools(items: list[Any], cluster: ClusterConfig, errs: _Errors) -> tup
         pools.append(Pool(name=name, cidrs=cidrs, allow=uses,
                           attributes=parse_attributes(raw, path, errs),
                           namespaces=frozenset(namespaces),
-                          namespace_selector=_labels(raw, "namespace_selector", path, errs)))
+                          namespace_selector=_labels(raw, "namespace_selector", path, errs),
+                          weighted_ecmp=_bool(raw, "weighted_ecmp", path, errs, False)))
     for a in range(len(pools)):
         for b in range(a + 1, len(pools)):
             for ca in pools[a].cidrs:
@@ -592,9 +631,42 @@ def _parse_address(raw: dict, key: str, path: str, errs: _Errors, default: str) 
     return value
 
 
+# The link-bandwidth community carries an IEEE float32 of bytes/s; routers convert it to
+# integers of their own, so the largest weight stays within 32 bits (34 Gbit/s).
+_MAX_LINK_BANDWIDTH = 2**32 - 1
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def _parse_drain(raw: Any, errs: _Errors) -> DrainConfig:
+    d_raw = _mapping(raw, "drain", errs, ("cordoned", "labels", "taints", "action", "prepend",
+                                          "med", "check_seconds"))
+    keys = {}
+    for field_name, default in (("labels", DEFAULT_DRAIN_LABELS),
+                                ("taints", DEFAULT_DRAIN_TAINTS)):
+        if d_raw.get(field_name) is None:
+            keys[field_name] = default
+            continue
+        found = []
+        for i, key in enumerate(_list(d_raw, field_name, "drain", errs)):
+            if isinstance(key, str) and _LABEL_KEY.fullmatch(key):
+                found.append(key)
+            else:
+                errs.add(f"drain.{field_name}[{i}]", f"{_show(key)} is not a label or taint key")
+        keys[field_name] = tuple(found)
+    return DrainConfig(
+        cordoned=_bool(d_raw, "cordoned", "drain", errs, True),
+        labels=keys["labels"], taints=keys["taints"],
+        action=_str(d_raw, "action", "drain", errs, "prepend", DRAIN_ACTIONS),
+        prepend=_int(d_raw, "prepend", "drain", errs, DEFAULT_DRAIN_PREPEND, 1, 10),
+        med=_int(d_raw, "med", "drain", errs, DEFAULT_DRAIN_MED, 0, 2**32 - 1),
+        check_seconds=_float(d_raw, "check_seconds", "drain", errs,
+                             DEFAULT_DRAIN_CHECK_SECONDS, 1.0, 3600.0),
+    )
+
+
 _TOP_KEYS = ("bgp", "advertise", "pools", "cluster", "import", "kernel", "safety", "http",
-             "limits", "scheduling", "annotation_prefix", "logging", "resync_seconds",
-             "debounce_seconds")
+             "limits", "scheduling", "weighted_ecmp", "drain", "annotation_prefix", "logging",
+             "resync_seconds", "debounce_seconds")
 
 
 def parse_config(raw: Any) -> Config:
@@ -655,6 +727,20 @@ def parse_config(raw: Any) -> Config:
         debounce_seconds=_float(g_raw, "debounce_seconds", "scheduling", errs,
                                 DEFAULT_GATE_DEBOUNCE_SECONDS, 0.0, 3600.0),
     )
+    w_raw = _mapping(top.get("weighted_ecmp"), "weighted_ecmp", errs,
+                     ("bandwidth_per_endpoint", "max_endpoints"))
+    weighted = WeightedEcmpConfig(
+        bandwidth_per_endpoint=_int(w_raw, "bandwidth_per_endpoint", "weighted_ecmp", errs,
+                                    DEFAULT_BANDWIDTH_PER_ENDPOINT, 1, 10**9),
+        max_endpoints=_int(w_raw, "max_endpoints", "weighted_ecmp", errs,
+                           DEFAULT_MAX_WEIGHT_ENDPOINTS, 1, 100_000),
+    )
+    if weighted.bandwidth_per_endpoint * weighted.max_endpoints > _MAX_LINK_BANDWIDTH:
+        errs.add("weighted_ecmp", f"bandwidth_per_endpoint x max_endpoints = "
+                                  f"{weighted.bandwidth_per_endpoint * weighted.max_endpoints}"
+                                  f" exceeds the link-bandwidth community's range "
+                                  f"({_MAX_LINK_BANDWIDTH} bytes/s)")
+    drain = _parse_drain(top.get("drain"), errs)
     h_raw = _mapping(top.get("http"), "http", errs, ("debug_address", "metrics_address"))
     http = HttpConfig(
         debug_address=_parse_address(h_raw, "debug_address", "http", errs,
@@ -670,7 +756,8 @@ def parse_config(raw: Any) -> Config:
     config = Config(
         bgp=bgp, advertise=advertise, pools=pools, cluster=cluster,
         import_=_parse_import(top.get("import"), errs), kernel=kernel, safety=safety,
-        http=http, limits=limits, scheduling=scheduling, annotation_prefix=prefix,
+        http=http, limits=limits, scheduling=scheduling, weighted_ecmp=weighted, drain=drain,
+        annotation_prefix=prefix,
         log_format=_str(log_raw, "format", "logging", errs, "keyvalue", ("keyvalue", "json")),
         log_level=_str(log_raw, "level", "logging", errs, "info",
                        ("debug", "info", "warning", "error")),
