@@ -1,17 +1,18 @@
 """Initial sync of the Kubernetes watchers at scale, against a real kube-apiserver.
 
 Starts its own control plane (tests/controlplane, no controller-manager: the EndpointSlices
-are written directly), loads 5,000 Nodes, 20,000 Services (externalIPs from 198.51.100.0/24
-and 203.0.113.0/24), 20,000 EndpointSlices of 3 endpoints, and 110 Pods on the measured
-node, then runs the watchers for that node in a fresh child process (so the resident memory
-measured is the agent's, not the loader's) and prints one JSON line:
-
-    {"nodes", "services", "endpointslices", "pods", "load_s", "sync_s", "rss_mb",
-     "rss_before_mb", "cached": {kind: count}}
+are written directly), loads 5,000 Nodes and 110 Pods on the measured node, then Services
+(externalIPs from 198.51.100.0/24 and 203.0.113.0/24) with one EndpointSlice of 3
+endpoints each, step by step up to each of ``--scales`` (default 0, 5,000, 10,000, 20,000
+Services). At each scale it runs the watchers for that node ``--runs`` times (default 3),
+each in a fresh child process (so the resident memory measured is the agent's, not the
+loader's, and no run inherits another's heap).
 
 ``sync_s`` runs from starting the watchers to every kind listed; ``rss_mb`` is VmRSS after
-sync, ``rss_before_mb`` the same process just before starting (Python + kubernetes import).
-Targets on the reference machine: sync_s <= 15, rss_mb <= 150.
+sync, ``rss_before_mb`` the same process just before starting (Python + imports).
+Prints a table, then one JSON line: the top-level ``sync_s`` / ``rss_mb`` are the medians
+at the largest scale, ``spread`` their min / median / max, ``scales`` every scale's spreads
+(for the memory-against-Services plot). Targets (issue 16): sync_s <= 15, rss_mb <= 60.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 NODES, SERVICES, PODS, ENDPOINTS_PER_SLICE = 5000, 20000, 110, 3
 NAMESPACES = 20  # Services spread over this many namespaces, like a real cluster
@@ -38,7 +40,9 @@ LOAD_THREADS = 24
 """Concurrent POSTs while loading: enough to keep the API server's two cores busy."""
 SYNC_TIMEOUT_S = 300.0
 """Give up waiting for the watchers' initial sync after this long."""
-TARGET_SYNC_S, TARGET_RSS_MB = 15.0, 150.0
+TARGET_SYNC_S, TARGET_RSS_MB = 15.0, 60.0
+DEFAULT_SCALES = (0, 5_000, 10_000, 20_000)
+QUICK_NODES, QUICK_SCALES = 500, (0, 1_000, 2_000)
 
 
 def rss_mb() -> float:
@@ -185,16 +189,15 @@ def post_all(cp, requests: Iterator[tuple[str, dict]], threads: int = LOAD_THREA
     return done[0]
 
 
-def load(cp) -> None:
+def load_base(cp, nodes: int) -> None:
+    """Namespaces, ``nodes`` Nodes and the measured node's Pods (Running, Ready)."""
     namespaces = [f"bench-{i}" for i in range(NAMESPACES)] + ["bench-pods"]
     post_all(cp, (("/api/v1/namespaces", {"metadata": {"name": ns}}) for ns in namespaces))
     # No controller-manager: create the ServiceAccount the admission plugin wants for Pods.
     post_all(
         cp, [("/api/v1/namespaces/bench-pods/serviceaccounts", {"metadata": {"name": "default"}})]
     )
-    post_all(cp, (node(i) for i in range(NODES)))
-    post_all(cp, (service(i) for i in range(SERVICES)))
-    post_all(cp, (endpoint_slice(i) for i in range(SERVICES)))
+    post_all(cp, (node(i) for i in range(nodes)))
     post_all(cp, (pod(i) for i in range(PODS)))
     for i in range(PODS):  # what a kubelet would write
         cp.api(
@@ -210,6 +213,12 @@ def load(cp) -> None:
             },
             content_type="application/merge-patch+json",
         )
+
+
+def load_services(cp, first: int, last: int) -> None:
+    """Services ``first`` .. ``last - 1`` and their EndpointSlices."""
+    post_all(cp, (service(i) for i in range(first, last)))
+    post_all(cp, (endpoint_slice(i) for i in range(first, last)))
 
 
 # --------------------------------------------------------------------------- measuring
@@ -243,40 +252,88 @@ def measure(kubeconfig: str, node_name: str) -> dict:
     return result
 
 
+def measure_child(kubeconfig: Path) -> dict:
+    child = subprocess.run(
+        [sys.executable, __file__, "--measure", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if child.returncode != 0:
+        raise SystemExit(f"measuring child failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
+    global NODES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", metavar="KUBECONFIG", help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--scales", help="comma-separated Service counts (default "
+                        + ",".join(map(str, DEFAULT_SCALES)) + ")")
+    parser.add_argument("--nodes", type=int)
+    parser.add_argument("--runs", type=int, default=3, help="fresh watcher processes per scale")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK_NODES} Nodes, scales "
+                        + ",".join(map(str, QUICK_SCALES)))
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, NODE)))
         return
 
+    import benchlib
+
     from tests.controlplane.controlplane import ControlPlane
 
+    NODES = args.nodes or (QUICK_NODES if args.quick else NODES)
+    scales = sorted({int(x) for x in args.scales.split(",")} if args.scales
+                    else set(QUICK_SCALES if args.quick else DEFAULT_SCALES))
+    machine = benchlib.machine()
+    per_scale = []
     with ControlPlane(controllers=None) as cp:
         start = time.monotonic()
-        load(cp)
+        load_base(cp, NODES)
+        loaded = 0
         load_s = time.monotonic() - start
-        child = subprocess.run(
-            [sys.executable, __file__, "--measure", str(cp.kubeconfig)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if child.returncode != 0:
-            raise SystemExit(f"measuring child failed:\n{child.stderr[-3000:]}")
-        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        for scale in scales:
+            start = time.monotonic()
+            load_services(cp, loaded, scale)
+            loaded = scale
+            load_s += time.monotonic() - start
+            runs = []
+            for r in range(args.runs):
+                runs.append(measure_child(cp.kubeconfig))
+                benchlib.log(f"agent_scale {scale} Services, run {r + 1}/{args.runs}: "
+                             f"sync {runs[-1]['sync_s']} s, rss {runs[-1]['rss_mb']} MB")
+            per_scale.append({
+                "services": scale,
+                "sync_s": benchlib.spread([x["sync_s"] for x in runs], 2),
+                "rss_mb": benchlib.spread([x["rss_mb"] for x in runs], 1),
+                "rss_before_mb": benchlib.spread([x["rss_before_mb"] for x in runs], 1),
+                "cached": runs[-1]["cached"],
+            })
+    for entry in per_scale:
+        benchlib.table(f"agent_scale: {NODES} Nodes, {entry['services']} Services, "
+                       f"{args.runs} runs", {k: entry[k] for k in
+                                             ("sync_s", "rss_mb", "rss_before_mb")})
+    top = per_scale[-1]
+    spreads = {"sync_s": top["sync_s"], "rss_mb": top["rss_mb"],
+               "rss_before_mb": top["rss_before_mb"]}
     result = {
+        "bench": "agent_scale",
         "nodes": NODES,
-        "services": SERVICES,
-        "endpointslices": SERVICES,
+        "services": top["services"],
+        "endpointslices": top["services"],
         "pods": PODS,
+        "runs": args.runs,
         "load_s": round(load_s, 1),
-        **measured,
-        "target_sync_s": TARGET_SYNC_S,
-        "target_rss_mb": TARGET_RSS_MB,
+        **benchlib.medians(spreads),
+        "spread": spreads,
+        "cached": top["cached"],
+        "scales": per_scale,
+        "targets": {"sync_s": TARGET_SYNC_S, "rss_mb": TARGET_RSS_MB},
+        "machine": machine,
     }
-    print(json.dumps(result))
+    benchlib.emit(result)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
-"""Benchmark: KernelTable installing N IPv4 /32 routes vs `ip -batch`, in one run.
+"""Benchmark: KernelTable installing N IPv4 /32 routes vs `ip -batch`, repeated.
 
-Each tool gets a fresh namespace with a veth whose peer (the next hop) sits in a second
-namespace; both install the same N routes into the same table with the same proto. Prints
-exactly one JSON line:
+Each run gives each tool a fresh namespace with a veth whose peer (the next hop) sits in a
+second namespace; both install the same N routes into the same table with the same proto
+(runs alternate which tool goes first). ``ours_s``: a KernelTable from construction to the
+end of its first sync into the empty table; ``resync_noop_s``: a second sync of the same
+routes (nothing to write); ``ratio``: ours / ``ip -batch`` in the same run. Prints a table
+of min / median / max over ``--runs`` (default 5), then one JSON line whose top-level
+figures are the medians (``spread`` holds the rest).
 
-    {"routes": N, "ours_s": ..., "ip_batch_s": ..., "ratio": ..., "resync_noop_s": ...}
-
-Usage: bench/kernel_sync.py [--routes N]   (root; namespaces are always removed)
+Usage: bench/kernel_sync.py [--routes N] [--runs R] [--quick]   (root; namespaces are
+always removed)
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import secrets
 import subprocess
@@ -22,7 +24,11 @@ import tempfile
 import time
 from contextlib import ExitStack
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import benchlib  # noqa: E402
 
 from bgpd.kernel import DEFAULT_PROTO, KernelTable  # noqa: E402
 from bgpd.model import KernelRoute, NextHop  # noqa: E402
@@ -99,30 +105,47 @@ def count_routes(netns: str) -> int:
     return out.count("\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--routes", type=int, default=100_000)
-    args = parser.parse_args()
-    nets = prefixes(args.routes)
+def one_run(nets: list, ours_first: bool) -> dict:
+    n = len(nets)
     with ExitStack() as stack:
         ours_ns = namespace_pair(stack, "ours")
         batch_ns = namespace_pair(stack, "ipb")
-        ip_batch = bench_ip_batch(batch_ns, nets)
-        ours, noop = bench_ours(ours_ns, nets)
+        if ours_first:
+            ours, noop = bench_ours(ours_ns, nets)
+            ip_batch = bench_ip_batch(batch_ns, nets)
+        else:
+            ip_batch = bench_ip_batch(batch_ns, nets)
+            ours, noop = bench_ours(ours_ns, nets)
         for ns in (ours_ns, batch_ns):
-            if count_routes(ns) != args.routes:
+            if count_routes(ns) != n:
                 raise SystemExit(f"{ns}: wrong route count")
-    print(
-        json.dumps(
-            {
-                "routes": args.routes,
-                "ours_s": round(ours, 3),
-                "ip_batch_s": round(ip_batch, 3),
-                "ratio": round(ours / ip_batch, 3),
-                "resync_noop_s": round(noop, 3),
-            }
-        )
-    )
+    return {"ours_s": ours, "ip_batch_s": ip_batch, "ratio": ours / ip_batch,
+            "resync_noop_s": noop}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10,000 routes, 3 runs")
+    args = parser.parse_args()
+    n = args.routes or (10_000 if args.quick else 100_000)
+    runs = min(args.runs, 3) if args.quick else args.runs
+    machine = benchlib.machine()
+    nets = prefixes(n)
+    results = []
+    for r in range(runs):
+        results.append(one_run(nets, ours_first=r % 2 == 1))
+        benchlib.log(f"kernel_sync run {r + 1}/{runs}: ours {results[-1]['ours_s']:.3f} s, "
+                     f"ip -batch {results[-1]['ip_batch_s']:.3f} s")
+    spreads = {k: benchlib.spread([x[k] for x in results]) for k in results[0]}
+    benchlib.table(f"kernel_sync: {n} routes, {runs} runs", spreads)
+    benchlib.emit({
+        "bench": "kernel_sync", "routes": n, "runs": runs,
+        **benchlib.medians(spreads),
+        "spread": spreads,
+        "machine": machine,
+    })
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 """Policy decision time at scale: 20,000 Services, 20,000 EndpointSlices, 110 local pods.
 
-Prints one JSON line: {"services", "endpointslices", "pods", "announced", "full_ms",
-"incremental_ms", "cold_full_ms", "full_ms_default_gc"}. ``full_ms`` is a full decision from
-a fresh Decider with the address-parsing caches warm and the agent's garbage-collector
-settings, bgpd/runtime.py (the steady state of a running agent), ``full_ms_default_gc`` the same with
-CPython's defaults, ``cold_full_ms`` the very first decision of a process,
-``incremental_ms`` a decision after one Service changed.
-Targets on the reference machine: full <= 200 ms, incremental <= 5 ms. Medians of a few runs.
+Every repetition (``--runs``, default 5) is a fresh process per GC setting, so the cold
+figure is really a process's first decision:
+
+- ``agent`` child: the agent's own settings (bgpd/runtime.py, as bgpd/runner.py applies
+  them): ``tune_gc()`` at start, the snapshot built (the synced cache), ``freeze_after_sync()``,
+  then every decision inside ``gc_paused()``. ``cold_full_ms`` is its first decision (address
+  caches cold: the agent's first round after a restart), ``full_ms`` a full decision from a
+  fresh Decider with caches warm, ``incremental_ms`` a decision after one Service changed.
+- ``default`` child: CPython's default GC, nothing frozen: ``cold_full_ms_default_gc`` and
+  ``full_ms_default_gc``.
+
+Samples are pooled over the repetitions (``--decisions`` full / incremental decisions per
+child); the top-level figures are medians, ``spread`` holds min / median / max. Prints a
+table, then one JSON line. Targets (issue 16): full <= 100 ms, one change <= 2 ms, a
+process's first decision <= 500 ms.
 """
 
 from __future__ import annotations
@@ -14,15 +22,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import benchlib  # noqa: E402
 
 from bgpd.config import parse_config  # noqa: E402
-from bgpd.model import EndpointInfo, EndpointSliceInfo, NodeInfo, PodInfo, ServiceInfo, Snapshot  # noqa: E402
+from bgpd.model import (  # noqa: E402
+    EndpointInfo,
+    EndpointSliceInfo,
+    NodeInfo,
+    PodInfo,
+    ServiceInfo,
+    Snapshot,
+)
 from bgpd.policy.decide import Decider  # noqa: E402
 from bgpd.policy.endpoints import summarize  # noqa: E402
 from bgpd.runtime import freeze_after_sync, gc_paused, tune_gc  # noqa: E402
@@ -35,6 +55,7 @@ CONFIG = parse_config({
               {"name": "lb", "cidrs": ["100.64.0.0/16"], "allow": ["load-balancer-ip"],
                "communities": ["64512:100"]}],
 })
+TARGETS = {"full_ms": 100, "incremental_ms": 2, "cold_full_ms": 500}
 
 
 def build(services: int, pods: int):
@@ -73,54 +94,100 @@ def ms(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--services", type=int, default=20_000)
-    parser.add_argument("--pods", type=int, default=110)
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
-    snap = build(args.services, args.pods)
-
-    def full_runs(decide) -> float:
-        # Fresh Deciders are made before and dropped after the timing: freeing one costs
-        # tens of milliseconds that an agent, which keeps its Decider, never pays.
-        deciders = [Decider() for _ in range(args.runs)]
-        times = [ms(lambda d=d: decide(d, snap)) for d in deciders]
-        del deciders
-        return statistics.median(times)
-
-    def plain(decider: Decider, snapshot) -> None:
-        decider.decide(snapshot, CONFIG, NODE)
+def child(mode: str, services: int, pods: int, decisions: int) -> dict:
+    """One fresh process's figures (see the module docstring)."""
+    agent = mode == "agent"
+    if agent:
+        tune_gc()
+    snap = build(services, pods)
+    if agent:
+        freeze_after_sync()
 
     def decide(decider: Decider, snapshot) -> None:
-        with gc_paused():
+        if agent:
+            with gc_paused():
+                decider.decide(snapshot, CONFIG, NODE)
+        else:
             decider.decide(snapshot, CONFIG, NODE)
 
     first = Decider()
-    cold = ms(lambda: plain(first, snap))
-    default_gc = full_runs(plain)
-    # The agent's own garbage-collector settings (bgpd/runtime.py): thresholds raised, the
-    # synced cache frozen out of the collector, no collection inside a decision.
-    tune_gc()
-    freeze_after_sync()
-    full = full_runs(decide)
-    decider = Decider()
-    decision = decider.decide(snap, CONFIG, NODE)
-    incremental = []
-    for run in range(args.runs):
-        i = run * 7
-        key = f"ns{i % 50}/svc{i}"
-        services = dict(snap.services)
-        services[key] = dataclasses.replace(services[key], external_traffic_policy="Cluster",
-                                            created=services[key].created + 0.5)
-        changed = dataclasses.replace(snap, services=services)
-        incremental.append(ms(lambda s=changed: decide(decider, s)))
-    print(json.dumps({
-        "services": args.services, "endpointslices": len(snap.endpoint_slices),
-        "pods": args.pods, "announced": len(decision.announcements),
-        "full_ms": round(full, 1), "incremental_ms": round(statistics.median(incremental), 2),
-        "cold_full_ms": round(cold, 1), "full_ms_default_gc": round(default_gc, 1),
-    }))
+    cold = ms(lambda: decide(first, snap))
+    announced = len(first.decide(snap, CONFIG, NODE).announcements)
+    # Fresh Deciders are made before and dropped after the timing: freeing one costs tens
+    # of milliseconds that an agent, which keeps its Decider, never pays.
+    deciders = [Decider() for _ in range(decisions)]
+    full = [ms(lambda d=d: decide(d, snap)) for d in deciders]
+    del deciders
+    out = {"mode": mode, "cold_ms": cold, "full_ms": full, "announced": announced,
+           "endpointslices": len(snap.endpoint_slices)}
+    if agent:
+        decider = Decider()
+        decide(decider, snap)
+        incremental = []
+        for run in range(decisions):
+            i = run * 7
+            key = f"ns{i % 50}/svc{i}"
+            svcs = dict(snap.services)
+            svcs[key] = dataclasses.replace(svcs[key], external_traffic_policy="Cluster",
+                                            created=svcs[key].created + 0.5)
+            changed = dataclasses.replace(snap, services=svcs)
+            incremental.append(ms(lambda s=changed: decide(decider, s)))
+        out["incremental_ms"] = incremental
+    return out
+
+
+def spawn(mode: str, args) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--services", str(args.services),
+         "--pods", str(args.pods), "--decisions", str(args.decisions)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    if done.returncode != 0:
+        raise SystemExit(f"policy child ({mode}) failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=20_000)
+    parser.add_argument("--pods", type=int, default=110)
+    parser.add_argument("--runs", type=int, default=5, help="fresh processes per GC setting")
+    parser.add_argument("--decisions", type=int, default=5,
+                        help="full and incremental decisions timed per process")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 runs, 3 decisions")
+    parser.add_argument("--child", choices=("agent", "default"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.services, args.pods, args.decisions)))
+        return
+    if args.quick:
+        args.runs, args.decisions = min(args.runs, 3), min(args.decisions, 3)
+    machine = benchlib.machine()
+    agent_runs, default_runs = [], []
+    for r in range(args.runs):
+        benchlib.log(f"policy run {r + 1}/{args.runs}")
+        agent_runs.append(spawn("agent", args))
+        default_runs.append(spawn("default", args))
+    spreads = {
+        "full_ms": benchlib.spread([x for c in agent_runs for x in c["full_ms"]], 1),
+        "incremental_ms": benchlib.spread(
+            [x for c in agent_runs for x in c["incremental_ms"]], 2),
+        "cold_full_ms": benchlib.spread([c["cold_ms"] for c in agent_runs], 1),
+        "full_ms_default_gc": benchlib.spread(
+            [x for c in default_runs for x in c["full_ms"]], 1),
+        "cold_full_ms_default_gc": benchlib.spread([c["cold_ms"] for c in default_runs], 1),
+    }
+    benchlib.table(f"policy: {args.services} Services, {args.pods} pods, {args.runs} processes "
+                   f"x {args.decisions} decisions", spreads)
+    benchlib.emit({
+        "bench": "policy",
+        "services": args.services, "endpointslices": agent_runs[0]["endpointslices"],
+        "pods": args.pods, "announced": agent_runs[0]["announced"], "runs": args.runs,
+        "decisions_per_run": args.decisions,
+        **benchlib.medians(spreads),
+        "spread": spreads,
+        "targets": TARGETS,
+        "machine": machine,
+    })
 
 
 if __name__ == "__main__":
