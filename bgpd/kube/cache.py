@@ -2,8 +2,9 @@
 
 One watcher thread per kind writes into the cache; the agent's loop reads consistent
 ``Snapshot`` values. ``notify`` is called after every change (the agent passes its
-size-1 wake-up signal). A snapshot copies only the maps that changed since the previous
-snapshot, so taking one per reconcile stays cheap at 40,000 objects.
+size-1 wake-up signal). A snapshot shares the maps themselves (read-only views); the first
+change after a snapshot copies that one map (copy on write), so taking one per reconcile
+stays cheap at 40,000 objects and a quiet cache holds each map once, not twice.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class ClusterCache:
         self._lock = threading.Lock()
         self._maps: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
         self._generation = {k: 0 for k in KINDS}  # bumped on every change of that map
-        self._frozen: dict[str, tuple[int, Mapping[str, Any]]] = {}  # kind -> (generation, copy)
+        self._frozen: dict[str, tuple[int, Mapping[str, Any]]] = {}  # kind -> (generation, view)
+        self._shared: set[str] = set()  # kinds whose map a snapshot holds: copy before writing
         self._synced_kinds: set[str] = set()
         self._synced = threading.Event()
         self._watchers = {r.kind: Watcher(client, r, self, timing)
@@ -121,8 +123,9 @@ class ClusterCache:
         generation = self._generation[kind]
         cached = self._frozen.get(kind)
         if cached is None or cached[0] != generation:
-            cached = (generation, MappingProxyType(dict(self._maps[kind])))
+            cached = (generation, MappingProxyType(self._maps[kind]))
             self._frozen[kind] = cached
+            self._shared.add(kind)
         return cached[1]
 
     def stats(self) -> dict[str, WatchStats]:
@@ -148,6 +151,7 @@ class ClusterCache:
                     changed = True
             if changed:
                 self._maps[kind] = items
+                self._shared.discard(kind)
                 self._generation[kind] += 1
         if changed:
             self._notify()
@@ -157,15 +161,31 @@ class ClusterCache:
         with self._lock:
             current = self._maps[kind]
             if value is None:
-                changed = current.pop(key, None) is not None
+                changed = current.get(key) is not None
+                if changed:
+                    del self._writable(kind)[key]
             else:
                 changed = current.get(key) != value
                 if changed:
-                    current[key] = value
+                    self._writable(kind)[key] = value
             if changed:
                 self._generation[kind] += 1
         if changed:
             self._notify()
+
+    def _writable(self, kind: str) -> dict[str, Any]:
+        """``kind``'s map, copied first if a snapshot holds it (call with the lock held)."""
+        current = self._maps[kind]
+        if kind in self._shared:
+            current = self._maps[kind] = dict(current)
+            self._shared.discard(kind)
+        return current
+
+    def health_changed(self, kind: str) -> None:
+        """``kind``'s watcher got an answer again after failing, or failed after answers:
+        the agent re-reads the API's health (readiness, the outage clock) now rather than
+        at its next resync."""
+        self._notify()
 
     def mark_synced(self, kind: str) -> None:
         with self._lock:

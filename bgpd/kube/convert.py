@@ -51,6 +51,23 @@ MAX_PROBLEM_TEXT = 200
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})  # shared by every object without labels
 
+MAX_SHARED_PORTS = 4096
+"""Distinct port lists shared between objects (most Services and slices have one of a few,
+such as ``(("http", "TCP"),)``); beyond this many, a list is kept per object."""
+
+_PORTS: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+
+
+def _shared_ports(ports: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """One tuple object per distinct port list: 20,000 objects then hold a reference each,
+    not two tuples each (~100 bytes). Bounded: tenants choose port names."""
+    shared = _PORTS.get(ports)
+    if shared is not None:
+        return shared
+    if len(_PORTS) < MAX_SHARED_PORTS:
+        return _PORTS.setdefault(ports, ports)
+    return ports
+
 Converter = Callable[[Any], Any]
 
 
@@ -255,7 +272,7 @@ def _service_ports(spec: dict) -> tuple[tuple[str, str], ...]:
             name, proto = p.get("name") or "", p.get("protocol") or "TCP"
             if isinstance(name, str) and isinstance(proto, str):
                 ports.append((sys.intern(name), sys.intern(proto)))
-    return tuple(ports) or (("", "TCP"),)
+    return _shared_ports(tuple(ports)) if ports else (("", "TCP"),)
 
 
 def service_from(obj: Any, prefix: str = DEFAULT_PREFIX) -> ServiceInfo | None:
@@ -322,7 +339,7 @@ def _slice_ports(raw: Any) -> tuple[tuple[str, str], ...]:
         name, number, proto = p.get("name"), p.get("port"), p.get("protocol") or "TCP"
         if isinstance(name, str) and isinstance(number, int) and number and isinstance(proto, str):
             ports.add((sys.intern(name), sys.intern(proto)))
-    return tuple(sorted(ports))
+    return _shared_ports(tuple(sorted(ports)))
 
 
 def endpoint_slice_from(obj: Any, node: str = "") -> EndpointSliceInfo | None:

@@ -38,8 +38,10 @@ connection). The API server sends a BOOKMARK about once a minute even when idle.
 BACKOFF_INITIAL_S = 0.5
 """First retry delay after a failed list/watch."""
 
-BACKOFF_MAX_S = 30.0
-"""Retry delay ceiling: an API server that comes back is noticed within this time."""
+BACKOFF_MAX_S = 20.0
+"""Retry delay ceiling: with the jitter, retries 10 to 30 s apart once an outage lasts, so
+an API server that comes back is noticed within 30 s, while a fleet of agents spreads its
+reconnects over 20 s."""
 
 BACKOFF_FACTOR = 2.0
 """Delay multiplier per consecutive failure."""
@@ -85,6 +87,9 @@ class Store(Protocol):
     def apply(self, kind: str, key: str, value: Any | None) -> None: ...
 
     def mark_synced(self, kind: str) -> None: ...
+
+    # Optional: ``health_changed(kind)``, called when a list or watch succeeds after a
+    # failure, or fails after a success.
 
 
 class Backoff:
@@ -181,9 +186,28 @@ class Watcher:
             self.stats.watch_restarts += 1
             self._stopping.wait(backoff.next())
 
+    def _ok(self) -> None:
+        """The server accepted a list or watch: healthy since now. The first success after
+        a failure is told to the store, so readiness follows at once (not at the next
+        resync)."""
+        recovered = self.stats.last_error_at > self.stats.last_ok_at
+        self.stats.last_ok_at = time.time()
+        if recovered:
+            self._health_changed()
+
     def _error(self, exc: BaseException) -> None:
+        """The server refused or dropped us: unhealthy since now. The first failure after a
+        success is told to the store, so readiness drops at once (not at the next resync)."""
+        was_ok = self.stats.last_error_at <= self.stats.last_ok_at
         self.stats.last_error = str(exc)
         self.stats.last_error_at = time.time()
+        if was_ok:
+            self._health_changed()
+
+    def _health_changed(self) -> None:
+        notify = getattr(self.store, "health_changed", None)
+        if notify is not None:
+            notify(self.resource.kind)
 
     # --------------------------------------------------------------------- list
 
@@ -216,7 +240,7 @@ class Watcher:
         self.store.replace(self.resource.kind, items)
         self.store.mark_synced(self.resource.kind)
         self.stats.lists += 1
-        self.stats.last_ok_at = time.time()
+        self._ok()
         log.info("%s: listed %d objects at resourceVersion %s", self.resource.kind, len(items), rv)
         return rv
 
@@ -260,7 +284,7 @@ class Watcher:
             read_timeout=self.timing.watch_read_timeout_s,
         )
         self._response = resp
-        self.stats.last_ok_at = time.time()
+        self._ok()
         try:
             if self._stopping.is_set():
                 return rv
