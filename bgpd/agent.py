@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 from bgpd.config import Config
@@ -118,6 +121,9 @@ class Agent:
         self._peer_held_since: dict[str, float] = {}
         self._recent_withdrawals: tuple[tuple[float, int], ...] = ()
         self._outage_since: float | None = None
+        self._round_ended = -math.inf  # clock time the last round ended (debounce)
+        self._desired_from: dict[str, Announcement] = {}  # see _desired_set
+        self._desired_objs: set[Announcement] = set()
         self._secrets = SecretDigests()
         self.status = Status()
         self._state = state
@@ -148,8 +154,12 @@ class Agent:
                 self._signal.wait(self._next_wait())
                 if stop.is_set():
                     break
-                if self.config.debounce_seconds:
-                    stop.wait(self.config.debounce_seconds)
+                # Adaptive debounce: a wake-up after a quiet spell is handled at once; one
+                # that comes during a round or soon after it (a burst) waits until the
+                # round ended debounce_seconds ago, so the burst is batched into one round.
+                since = self._clock() - self._round_ended
+                if since < self.config.debounce_seconds:
+                    stop.wait(self.config.debounce_seconds - since)
                 self._signal.clear()
                 try:
                     self.reconcile()
@@ -158,6 +168,7 @@ class Agent:
                     self.status.last_error = f"{type(exc).__name__}: {exc}"
                     self._signal.set()
                     stop.wait(RESTART_BACKOFF_SECONDS)
+                self._round_ended = self._clock()
         finally:
             self.shutdown()
 
@@ -235,7 +246,7 @@ class Agent:
                                     recent=self._recent_withdrawals)
         self._recent_withdrawals = verdict.recent
         self._note_hold(verdict.held, verdict.reason, verdict.held_since)
-        self.speaker.set_desired(verdict.announce.values())
+        self.speaker.set_desired(self._desired_set(verdict.announce))
         with self._lock:  # what the speaker was told is what the guard compares next time
             self.decision = decision
             self.applied = verdict.announce
@@ -254,6 +265,23 @@ class Agent:
         del st.durations[:-1000]
         log.debug("event=reconcile announced=%d held=%d took_ms=%.1f", len(verdict.announce),
                   len(verdict.held), took * 1000)
+
+    def _desired_set(self, announce: dict[str, Announcement]) -> frozenset[Announcement]:
+        """``frozenset(announce.values())``, made from last round's set and what changed
+        (found by identity, in C): hashing 10,000 Announcements in Python took ~30 ms a
+        round, while a frozenset copied from a set keeps its hashes."""
+        prev, objs = self._desired_from, self._desired_objs
+        changed = list(compress(announce, map(is_not, announce.values(), map(prev.get, announce))))
+        if len(prev) + sum(1 for k in changed if k not in prev) > len(announce):
+            for key in prev.keys() - announce.keys():  # withdrawn
+                objs.discard(prev[key])
+        for key in changed:
+            old = prev.get(key)
+            if old is not None:
+                objs.discard(old)
+            objs.add(announce[key])
+        self._desired_from, self._desired_objs = announce, objs
+        return frozenset(objs)
 
     def _track_api(self, now: float) -> None:
         healthy = self.cluster.healthy()

@@ -41,6 +41,12 @@ def _too_long(text: str) -> str:
 @lru_cache(maxsize=_PARSE_CACHE_SIZE)
 def _host_prefix(text: str) -> tuple[IPNetwork, str, str]:
     text = text.strip()
+    value = v4_int(text)
+    if value is not None:  # the common case, without ipaddress's string parser
+        why = _v4_unroutable(value)
+        if why:
+            raise _Invalid(f"{text} is {why}")
+        return v4_host_network(value), text + "/32", ""
     why = not_plain(text)
     if why:
         raise _Invalid(why)
@@ -107,3 +113,94 @@ def unroutable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 _V4_RESERVED = ipaddress.ip_network("240.0.0.0/4")
 _V4_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+# ------------------------------------------------- the IPv4 fast path (a cold decision)
+#
+# A process's first decision parses every address once: through ipaddress that is about
+# 20 us an address (string parser, then ip_network() formats and parses it again), most of
+# a cold decision at 20,000 Services. The canonical dotted quad ("198.51.100.7": no
+# leading zeros, no spaces, each part 0..255) is what the API server writes; exactly those
+# strings take this path and give the same objects and texts. Anything else (IPv6, a
+# malformed or non-canonical address) takes ipaddress's path and its error messages.
+
+_OCTETS = {str(i): i for i in range(256)}  # only canonical octets: "7", never "07" or "+7"
+
+
+def v4_int(text: str) -> int | None:
+    """The integer of a canonical dotted-quad IPv4 address, else None (no exception)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    octets = _OCTETS
+    a = octets.get(parts[0])
+    b = octets.get(parts[1])
+    c = octets.get(parts[2])
+    d = octets.get(parts[3])
+    if a is None or b is None or c is None or d is None:
+        return None
+    return (a << 24) | (b << 16) | (c << 8) | d
+
+
+def _v4_unroutable(value: int) -> str:
+    """``unroutable`` for an IPv4 address given as an integer (same order, same words)."""
+    if value == 0:
+        return "the unspecified address"
+    top = value >> 24
+    if top == 127:  # 127.0.0.0/8
+        return "a loopback address"
+    if value >> 16 == 0xA9FE:  # 169.254.0.0/16
+        return "a link-local address"
+    if top >> 4 == 0xE:  # 224.0.0.0/4
+        return "a multicast address"
+    if top >> 4 == 0xF:  # 240.0.0.0/4, 255.255.255.255 included
+        return "a reserved address"
+    return ""
+
+
+_new = object.__new__
+_IPv4Address = ipaddress.IPv4Address
+_IPv4Network = ipaddress.IPv4Network
+
+
+def _slow_v4_host_network(value: int) -> ipaddress.IPv4Network:
+    return _IPv4Network(value)
+
+
+def _fast_v4_host_network(value: int) -> ipaddress.IPv4Network:
+    # What IPv4Network(value).__init__ leaves behind, without its ~10 Python calls: the
+    # address, the shared /32 netmask, the prefix length, and hosts() of a /32.
+    addr = _new(_IPv4Address)
+    addr._ip = value
+    net = _new(_IPv4Network)
+    net.network_address = addr
+    net.netmask = _MASK32
+    net._prefixlen = 32
+    net.hosts = lambda: [_IPv4Address(value)]
+    return net
+
+
+def _fast_path_works() -> bool:
+    """The fast constructor relies on ipaddress internals: use it only where it builds
+    exactly what the constructor builds (checked once, at import)."""
+    try:
+        for value in (0, 1, 0xC6336407, 0xFFFFFFFF):
+            fast, slow = _fast_v4_host_network(value), _IPv4Network(value)
+            if (fast != slow or hash(fast) != hash(slow) or str(fast) != str(slow)
+                    or vars(fast).keys() != vars(slow).keys()
+                    or list(fast.hosts()) != list(slow.hosts())
+                    or fast.broadcast_address != slow.broadcast_address
+                    or fast.netmask is not slow.netmask):
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - another Python's internals: use the slow path
+        return False
+
+
+try:
+    _MASK32 = _IPv4Network._make_netmask(32)[0]  # the shared, cached /32 netmask
+except Exception:  # noqa: BLE001 - another Python's internals: use the slow path
+    _MASK32 = None
+v4_host_network = (_fast_v4_host_network if _MASK32 is not None and _fast_path_works()
+                   else _slow_v4_host_network)
+"""``IPv4Network(value)`` for a /32, about 4x faster."""

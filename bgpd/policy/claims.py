@@ -10,6 +10,7 @@ from typing import NamedTuple
 from bgpd.config import Pool
 from bgpd.model import NO_ATTRIBUTES, Attributes, IPNetwork
 from bgpd.policy import reasons
+from bgpd.policy.addresses import v4_int
 
 # Uses of an address (also the names pools allow, plus pod-cidr which needs no pool).
 POD_CIDR = "pod-cidr"
@@ -65,11 +66,28 @@ def pool_for(prefix: IPNetwork, pools: tuple[Pool, ...]) -> Pool | None:
 def _pool_for(key: str, pools: tuple[Pool, ...]) -> Pool | None:
     # Keyed on the text (cached str hash) and the pools (identity hash, see config.Pool):
     # hashing an ipaddress object runs Python code, and this is the hottest lookup.
+    if key.endswith("/32"):  # an IPv4 host: integer compares instead of ipaddress objects
+        value = v4_int(key[:-3])
+        if value is not None:
+            for pool, ranges in _v4_ranges(pools):
+                for low, high in ranges:
+                    if low <= value <= high:
+                        return pool
+            return None
     prefix = ipaddress.ip_network(key)
     for pool in pools:
         if pool.contains(prefix):
             return pool
     return None
+
+
+@lru_cache(maxsize=64)
+def _v4_ranges(pools: tuple[Pool, ...]) -> tuple[tuple[Pool, tuple[tuple[int, int], ...]], ...]:
+    """Each pool's IPv4 CIDRs as (first, last) integers, in the pools' order: a /32 lies
+    in a CIDR exactly when it lies between the two (Pool.contains, for a host)."""
+    return tuple((pool, tuple((int(c.network_address), int(c.broadcast_address))
+                              for c in pool.cidrs if c.version == 4))
+                 for pool in pools)
 
 
 def pool_verdict(key: str, use: str, pools: tuple[Pool, ...], namespace: str | None = None,
@@ -78,6 +96,7 @@ def pool_verdict(key: str, use: str, pools: tuple[Pool, ...], namespace: str | N
     an object in ``namespace`` (whose labels are ``ns_labels``), admits that namespace."""
     pool, reason, detail = _pool_verdict(key, use, pools)
     if (pool is not None and reason == reasons.ANNOUNCED and namespace is not None
+            and (pool.namespaces or pool.namespace_selector)  # else it admits everyone
             and not pool.admits(namespace, ns_labels)):
         return pool, reasons.NAMESPACE_FORBIDDEN, (
             f"pool {pool.name!r} does not admit namespace {namespace!r}")

@@ -52,7 +52,9 @@ def guard_withdrawals(current: dict[str, Announcement], desired: dict[str, Annou
     """
     window = safety.withdraw_hold_seconds
     recent = tuple((t, n) for t, n in recent if now - t < window)
-    withdrawn = [p for p in current if p not in desired]
+    # Nothing withdrawn is the usual round: checked in C (current.keys() <= desired.keys()).
+    withdrawn = [] if current.keys() <= desired.keys() else [p for p in current
+                                                               if p not in desired]
     if not withdrawn:
         return GuardVerdict(dict(desired), frozenset(), recent=recent)
     if not synced:

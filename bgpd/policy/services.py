@@ -13,10 +13,17 @@ from bgpd.config import Config, LimitsConfig, Pool
 from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, IPNetwork, ServiceInfo
 from bgpd.policy import annotations as ann
 from bgpd.policy import reasons
-from bgpd.policy.addresses import host_prefix
+from bgpd.policy.addresses import _MAX_TEXT, _host_prefix, _Invalid, host_prefix
 from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
 from bgpd.policy.claims import CLUSTER_IP, EXTERNAL_IP, LOAD_BALANCER_IP, Claim, pool_verdict
 from bgpd.policy.endpoints import local_and_anywhere
+
+# A full decision judges every address of 20,000 Services here: claims are built with
+# tuple.__new__ (what Claim(...) does, without its Python-level __new__), and the texts
+# that do not depend on the Service are made once.
+_claim = tuple.__new__
+_ANNOUNCED = reasons.ANNOUNCED
+_OFF = {use: f"{use} advertisement is off" for use in (CLUSTER_IP, EXTERNAL_IP, LOAD_BALANCER_IP)}
 
 
 def announced_attributes(pool: Pool | None, extra: Attributes, limits: LimitsConfig,
@@ -48,33 +55,38 @@ def _cluster_ip_versions(svc: ServiceInfo) -> frozenset[int]:
 def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node: str,
                    config: Config, ns_labels: Mapping[str, str] | None = None
                    ) -> tuple[Claim, ...]:
-    owner = f"service/{svc.key}"
+    owner = f"service/{svc.namespace}/{svc.name}"  # f"service/{svc.key}"
+    created = svc.created
     prefix = config.annotation_prefix
     notes = svc.annotations
     adv = config.advertise
     headless = not svc.cluster_ips or svc.cluster_ips[0] == "None"
     problems: list[str] = list(svc.problems)
+    if notes:
+        def flag(name: str, default: bool) -> bool:
+            value, problem = ann.flag(notes, prefix, name, default)
+            if problem:
+                problems.append(problem)
+            return value
 
-    def flag(name: str, default: bool) -> bool:
-        if not notes:  # the common case: no annotations, nothing to parse
-            return default
-        value, problem = ann.flag(notes, prefix, name, default)
-        if problem:
-            problems.append(problem)
-        return value
-
-    all_on = flag(ann.ADVERTISE, True)
+        all_on = flag(ann.ADVERTISE, True)
+        on_cluster = flag(ann.ADVERTISE_CLUSTER_IP, adv.cluster_ips)
+        on_external = flag(ann.ADVERTISE_EXTERNAL_IPS, adv.external_ips)
+        on_lb = flag(ann.ADVERTISE_LB_IPS, adv.load_balancer_ips)
+        require_ready = flag(ann.REQUIRE_READY, adv.require_ready_endpoint)
+        extra, attr_problems = ann.attributes(notes, prefix)
+        problems.extend(attr_problems)
+    else:  # the common case: no annotations, nothing to parse
+        all_on, extra = True, NO_ATTRIBUTES
+        on_cluster, on_external, on_lb = adv.cluster_ips, adv.external_ips, adv.load_balancer_ips
+        require_ready = adv.require_ready_endpoint
     wanted = (  # use, addresses, enabled, traffic policy that gates it
-        (CLUSTER_IP, () if headless else svc.cluster_ips,
-         flag(ann.ADVERTISE_CLUSTER_IP, adv.cluster_ips), svc.internal_traffic_policy),
-        (EXTERNAL_IP, svc.external_ips,
-         flag(ann.ADVERTISE_EXTERNAL_IPS, adv.external_ips), svc.external_traffic_policy),
-        (LOAD_BALANCER_IP, svc.lb_ips if svc.type == "LoadBalancer" else (),
-         flag(ann.ADVERTISE_LB_IPS, adv.load_balancer_ips), svc.external_traffic_policy),
+        (CLUSTER_IP, () if headless else svc.cluster_ips, on_cluster,
+         svc.internal_traffic_policy),
+        (EXTERNAL_IP, svc.external_ips, on_external, svc.external_traffic_policy),
+        (LOAD_BALANCER_IP, svc.lb_ips if svc.type == "LoadBalancer" else (), on_lb,
+         svc.external_traffic_policy),
     )
-    require_ready = flag(ann.REQUIRE_READY, adv.require_ready_endpoint)
-    extra, attr_problems = ann.attributes(notes, prefix) if notes else (NO_ATTRIBUTES, [])
-    problems.extend(attr_problems)
 
     ignored = ""
     if svc.type == "ExternalName":
@@ -88,9 +100,15 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
     claims: list[Claim] = []
     for use, values, enabled, traffic_policy in wanted:
         for value in values:
-            net, key, why = host_prefix(value)
+            if isinstance(value, str) and len(value) <= _MAX_TEXT:
+                try:  # host_prefix(value), inlined
+                    net, key, why = _host_prefix(value)
+                except _Invalid as exc:
+                    net, key, why = None, "", str(exc)
+            else:
+                net, key, why = host_prefix(value)
             if net is None:
-                claims.append(Claim(value, None, use, owner, svc.created, reasons.BAD_ADDRESS,
+                claims.append(Claim(value, None, use, owner, created, reasons.BAD_ADDRESS,
                                     why))
                 continue
             verdict = ""
@@ -99,35 +117,38 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
             elif not all_on:
                 verdict, why = reasons.OPTED_OUT, f"{prefix}/{ann.ADVERTISE} is false on {svc.key}"
             elif not enabled:
-                verdict, why = reasons.DISABLED, f"{use} advertisement is off"
+                verdict, why = reasons.DISABLED, _OFF[use]
             if verdict:
-                claims.append(Claim(value, net, use, owner, svc.created, verdict, why, None,
-                                    NO_ATTRIBUTES, None, key))
+                claims.append(_claim(Claim, (value, net, use, owner, created, verdict, why,
+                                             None, NO_ATTRIBUTES, None, key)))
                 continue
             pool, reason, detail = pool_verdict(key, use, config.pools, svc.namespace, ns_labels)
-            attrs, too_big = announced_attributes(pool, extra, config.limits, net.version)
-            limit_problem = limit_problem or too_big
-            if reason == reasons.ANNOUNCED and use != CLUSTER_IP:
+            version = 6 if ":" in key else 4  # net.version, without a Python-level property
+            if extra is NO_ATTRIBUTES:  # announced_attributes() without a Service's own
+                attrs = pool.attributes if pool else NO_ATTRIBUTES
+            else:
+                attrs, too_big = announced_attributes(pool, extra, config.limits, version)
+                limit_problem = limit_problem or too_big
+            if reason == _ANNOUNCED and use != CLUSTER_IP:
                 if cluster_versions is None:
                     cluster_versions = _cluster_ip_versions(svc)
-                if net.version not in cluster_versions:
+                if version not in cluster_versions:
                     # kube-proxy programs a family's external addresses only for a Service
                     # with a ClusterIP of that family: nothing on this node would forward.
                     reason, detail = reasons.WRONG_FAMILY, (
-                        f"the Service has no IPv{net.version} ClusterIP, so kube-proxy does "
-                        f"not forward its IPv{net.version} addresses")
-            local = traffic_policy == "Local"
-            if reason == reasons.ANNOUNCED and (local or require_ready):
+                        f"the Service has no IPv{version} ClusterIP, so kube-proxy does "
+                        f"not forward its IPv{version} addresses")
+            if reason == _ANNOUNCED and (require_ready or traffic_policy == "Local"):
                 reason, detail = _endpoint_gate(
-                    net, svc, slices, node, endpoints, local=local,
+                    net, svc, slices, node, endpoints, local=traffic_policy == "Local",
                     traffic_policy=traffic_policy, detail=detail)
-            claims.append(Claim(value, net, use, owner, svc.created, reason, detail,
-                                pool.name if pool else None, attrs, None, key))
+            claims.append(_claim(Claim, (value, net, use, owner, created, reason, detail,
+                                         pool.name if pool else None, attrs, None, key)))
     if limit_problem:
         problems.append(f"{prefix}/{ann.COMMUNITIES}, {prefix}/{ann.LARGE_COMMUNITIES}: "
                         f"{limit_problem}; announced with the pool's attributes only")
     for problem in problems:
-        claims.append(Claim(problem, None, "annotation", owner, svc.created,
+        claims.append(Claim(problem, None, "annotation", owner, created,
                             reasons.BAD_ANNOTATION, problem))
     return tuple(claims)
 
