@@ -8,12 +8,16 @@ BIN := $(VENV)/bin
 export BGPD_CACHE ?= /var/cache/bgpd
 
 # Debian packages the tests and the lab use: real routers, the kernel's tools, certificates.
-# OpenBGPD: a third BGP implementation the integration suite peers with.
-APT_PACKAGES := frr bird2 openbgpd iproute2 iputils-ping procps openssl
-# A command each package provides, to see whether it is already there.
-APT_PROBES := /usr/lib/frr/bgpd /usr/sbin/bird /usr/sbin/bgpctl /usr/sbin/ip /usr/bin/ping /usr/bin/pkill /usr/bin/openssl
+# OpenBGPD: a third BGP implementation the integration suite peers with. For the real
+# kubelet (tests/kubelet/): runc and the loopback CNI plugin to run pods, gcc and libc6-dev
+# to build the static pause binary.
+APT_PACKAGES := frr bird2 openbgpd iproute2 iputils-ping procps openssl \
+	runc containernetworking-plugins gcc libc6-dev
+# A file each package provides, to see whether it is already there.
+APT_PROBES := /usr/lib/frr/bgpd /usr/sbin/bird /usr/sbin/bgpctl /usr/sbin/ip /usr/bin/ping /usr/bin/pkill /usr/bin/openssl \
+	/usr/sbin/runc /usr/lib/cni/loopback /usr/bin/gcc /usr/include/stdio.h
 
-.PHONY: all deps venv controlplane promtool lint unit integration e2e test lab lab-down bench clean image
+.PHONY: all deps venv controlplane kubelet promtool lint unit integration e2e test lab lab-down bench clean image
 
 all: test
 
@@ -36,6 +40,12 @@ venv: $(BIN)/.installed
 controlplane:
 	bash tests/controlplane/build.sh
 
+# What a lab node needs to run the DaemonSet's pods for real (tests/e2e/test_kubelet.py):
+# kubelet (same pin as the API server), containerd + shim + ctr, the pause image; built from
+# Go modules and pause.c into $(BGPD_CACHE) next to the control plane (which it builds too).
+kubelet: deps
+	bash tests/controlplane/build.sh kubelet
+
 # promtool for the alert rules' tests, from Debian's prometheus package (nothing installed).
 promtool:
 	bash tests/monitoring/promtool.sh
@@ -52,7 +62,7 @@ unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
 # pytest exits 5 when it collected nothing: that is a broken suite, never a pass.
-test: deps venv controlplane promtool lint
+test: deps venv controlplane kubelet promtool lint
 	$(BIN)/python -m pytest tests; rc=$$?; \
 	if [ $$rc = 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc

@@ -1,4 +1,5 @@
-"""A throwaway Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+"""A throwaway Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager
+(and, when asked, kube-scheduler).
 
 Used by the integration tests, the benchmark and (imported or copied) by ``bgpd lab``.
 Dependency-light on purpose: standard library, the ``openssl`` CLI for certificates, and
@@ -128,7 +129,7 @@ def stop_recorded(workdir: str | Path) -> list[str]:
     except (OSError, ValueError):
         return []
     stopped = []
-    for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+    for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
         pid = state.get("pids", {}).get(name)
         if not pid:
             continue
@@ -388,14 +389,22 @@ class ControlPlane:
         extra_sans: Iterable[str] = (),
         die_with_parent: bool | None = None,
         bin_folder: str | Path | None = None,
+        scheduler: bool = False,
     ) -> None:
-        """``controllers=None`` runs no controller-manager at all.
+        """``controllers=None`` runs no controller-manager at all. ``scheduler`` also runs
+        kube-scheduler (for pods without ``spec.nodeName``, e.g. a DaemonSet's, when real
+        kubelets run them: tests/kubelet/).
 
         ``die_with_parent`` (default: only when ``workdir`` is None, i.e. a throwaway temp
         dir) kills the components when this process dies. A caller-chosen ``workdir`` means
         the control plane may outlive this process (``bgpd lab up``): stop it later with
         ``stop_recorded(workdir)``."""
         self.bin = find_binaries(Path(bin_folder) if bin_folder else None)
+        self.scheduler = scheduler
+        if scheduler and not os.access(self.bin / "kube-scheduler", os.X_OK):
+            raise ControlPlaneError(
+                f"kube-scheduler missing in {self.bin}: rebuild with {HERE / 'build.sh'}"
+            )
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="bgpd-cp-") if workdir is None else workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -436,6 +445,8 @@ class ControlPlane:
             self.write_kubeconfig(self.kubeconfig)
             self._start_etcd()
             self.start_apiserver()
+            if self.scheduler:
+                self._start_scheduler()
             if self.controllers is not None:
                 self._start_controller_manager()
                 if wait_controllers and "serviceaccount-controller" in self.controllers:
@@ -453,8 +464,8 @@ class ControlPlane:
         return self
 
     def close(self) -> None:
-        """Stop every component (controller-manager first) and delete the temp dir."""
-        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+        """Stop every component (controllers first) and delete the temp dir."""
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             proc = self._procs.pop(name, None)
             if proc is not None:
                 proc.stop()
@@ -547,6 +558,17 @@ class ControlPlane:
                 f"--node-cidr-mask-size={NODE_CIDR_MASK}",
                 f"--service-cluster-ip-range={self.service_cidr}",
                 *self.controller_manager_args,
+            ],
+        )
+
+    def _start_scheduler(self) -> None:
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bin / "kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--secure-port=0",  # no metrics/health endpoint: nothing else listens
+                "--leader-elect=false",
             ],
         )
 
@@ -690,6 +712,22 @@ class ControlPlane:
             )
         path = Path(path)
         path.write_text(json.dumps(conf, indent=1))  # JSON is YAML: every client reads it
+        path.chmod(0o600)
+        return path
+
+    def write_node_kubeconfig(
+        self, path: str | Path, node: str, *, server: str | None = None
+    ) -> Path:
+        """A kubelet's kubeconfig for ``node``: a client certificate for ``system:node:<node>``
+        in group ``system:nodes``, which the Node authorizer and NodeRestriction confine to
+        that node's own objects. ``server``: the URL as the kubelet reaches the API server."""
+        assert self.certs is not None
+        c = self.certs
+        crt, key = c._leaf(f"node-{node}", f"/O=system:nodes/CN=system:node:{node}", "client")
+        conf = kubeconfig_dict(server or self.server, c.ca_crt, client_crt=crt, client_key=key,
+                               user=f"system:node:{node}")
+        path = Path(path)
+        path.write_text(json.dumps(conf, indent=1))
         path.chmod(0o600)
         return path
 

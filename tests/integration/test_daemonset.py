@@ -1,8 +1,9 @@
 """The DaemonSet manifests against a real kube-apiserver (v1.36, built by
 tests/controlplane/build.sh), and the pod's capability design against the real kernel.
 
-- server-side dry run of everything the base and the example overlay render: schema
-  validation, defaulting and admission (PriorityClass, PodSecurity) as a cluster does it;
+- server-side dry run of everything the base and the example and lab overlays render: schema
+  validation, defaulting and admission (PriorityClass, PodSecurity) as a cluster does it
+  (tests/e2e/test_kubelet.py then runs the lab overlay on real kubelets);
 - the ServiceAccount's effective permissions after a real apply (SubjectAccessReview);
 - a non-root process, under no_new_privs, given NET_ADMIN only through a file capability on
   a copy of the Python interpreter (what the image does), can program routes, and cannot
@@ -25,7 +26,13 @@ import yaml
 from tests.controlplane.controlplane import ControlPlane
 from tests.integration.kube_fixtures import start_control_plane
 from tests.netns import NetNS
-from tests.unit.test_daemonset_policy import DAEMONSET, OVERLAY, kubectl, kustomize_args
+from tests.unit.test_daemonset_policy import (
+    DAEMONSET,
+    LAB_OVERLAY,
+    OVERLAY,
+    kubectl,
+    kustomize_args,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,8 +92,9 @@ def test_base_passes_server_side_dry_run(cp, namespace):
     _dry_run(cp, rendered(DAEMONSET))
 
 
-def test_overlay_passes_server_side_dry_run(cp, namespace):
-    _dry_run(cp, rendered(OVERLAY))
+@pytest.mark.parametrize("overlay", [OVERLAY, LAB_OVERLAY], ids=["example", "lab"])
+def test_overlay_passes_server_side_dry_run(cp, namespace, overlay):
+    _dry_run(cp, rendered(overlay))
 
 
 def test_pod_template_is_admitted_by_pod_security_and_priority(cp, namespace):

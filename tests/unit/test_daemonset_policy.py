@@ -1,13 +1,17 @@
 """Least-privilege policy of the DaemonSet manifests, checked on what kustomize renders.
 
-Pure: no cluster. Renders ``daemonset/`` and the example overlay with the kubectl that
-tests/controlplane/build.sh builds (fails, not skips, when it is missing) and checks the
-objects: the pod's privileges, RBAC, probes, and the agent config in the ConfigMap.
+Pure: no cluster. Renders ``daemonset/``, the example overlay and the lab overlay with the
+kubectl that tests/controlplane/build.sh builds (fails, not skips, when it is missing) and
+checks the objects: the pod's privileges, RBAC, probes, and the agent config in the ConfigMap.
+The lab overlay (what tests/e2e/test_kubelet.py runs on real kubelets, and what the README
+shows a containerlab user) must differ from the base only where the lab needs it.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import ipaddress
 import os
 import re
 import subprocess
@@ -17,11 +21,14 @@ import pytest
 import yaml
 
 from bgpd.config import ConfigError, parse_config
+from bgpd.policy.peers import selects
 from tests.controlplane.controlplane import bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMONSET = ROOT / "daemonset"
 OVERLAY = DAEMONSET / "overlays" / "example"
+LAB_OVERLAY = DAEMONSET / "overlays" / "lab"
+LAB_TOPOLOGY = ROOT / "lab" / "single-tor.clab.yml"
 RENDER_TIMEOUT_S = 60
 
 ALLOWED_CAPS = {"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"}
@@ -54,7 +61,8 @@ def render(folder: Path) -> tuple[dict, ...]:
     return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
 
 
-FOLDERS = pytest.mark.parametrize("folder", [DAEMONSET, OVERLAY], ids=["base", "overlay"])
+FOLDERS = pytest.mark.parametrize("folder", [DAEMONSET, OVERLAY, LAB_OVERLAY],
+                                  ids=["base", "overlay", "lab"])
 
 
 def of_kind(objs, kind: str) -> list[dict]:
@@ -116,6 +124,57 @@ def test_overlay_overrides_image_config_and_resources():
     assert not by_rack["rack1"] & by_rack["rack2"], "each rack has its own ToRs"
     mem = agent(overlay)["resources"]["limits"]["memory"]
     assert mem != agent(base)["resources"]["limits"]["memory"]
+
+
+# What the lab overlay may change in the DaemonSet: the image, never pulled, and the API
+# server's address for the in-cluster client (the lab's relay: no kube-proxy there).
+LAB_IMAGE = "localhost/bgpd:dev"
+LAB_API_ENV = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"}
+
+
+def test_lab_overlay_changes_only_the_image_and_the_api_address():
+    # Copies: render() is cached, and this test edits what it compares.
+    base, lab = copy.deepcopy(render(DAEMONSET)), copy.deepcopy(render(LAB_OVERLAY))
+    c = agent(lab)
+    assert c["image"] == LAB_IMAGE and c["imagePullPolicy"] == "Never"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert {k: env.get(k) for k in LAB_API_ENV} == LAB_API_ENV
+    # Take those out: the rest is the base's DaemonSet, securityContext, probes and all.
+    ds = the(lab, "DaemonSet", "bgpd")
+    del c["image"], c["imagePullPolicy"]
+    c["env"] = [e for e in c["env"] if e["name"] not in LAB_API_ENV]
+    want = the(base, "DaemonSet", "bgpd")
+    base_agent = agent(base)
+    del base_agent["image"], base_agent["imagePullPolicy"]
+    assert ds == want
+
+    # Every other object but the config is the base's too.
+    def others(objs):
+        return sorted((o for o in objs if o["kind"] not in ("DaemonSet", "ConfigMap")),
+                      key=lambda o: (o["kind"], o["metadata"]["name"]))
+    assert others(lab) == others(base)
+
+
+def test_lab_overlay_config_fits_the_lab_topology():
+    """Each Kubernetes node of lab/single-tor.clab.yml gets exactly its own link's peer,
+    selected by the label its kubelet sets (kubernetes.io/hostname), with the ASNs and the
+    pod CIDR of the lab's address plan."""
+    config = agent_config(render(LAB_OVERLAY))
+    topology = yaml.safe_load(LAB_TOPOLOGY.read_text())["topology"]["nodes"]
+    k8s_nodes = {name: spec["labels"] for name, spec in topology.items()
+                 if spec.get("labels", {}).get("bgpd.dev/role") == "k8s-node"}
+    assert k8s_nodes
+    for name, labels in k8s_nodes.items():
+        peers = [p for p in config.bgp.peers
+                 if selects(p.node_selector, {"kubernetes.io/hostname": name})]
+        assert [(p.address, p.asn) for p in peers] == [
+            (labels["lab.bgpd.dev/peer"], int(labels["lab.bgpd.dev/peer-asn"]))], name
+        assert config.bgp.asn == int(labels["lab.bgpd.dev/asn"])
+        cidr = ipaddress.ip_network(labels["lab.bgpd.dev/pod-cidr"])
+        assert any(cidr.subnet_of(c) for c in config.cluster.pod_cidrs), name
+    # A node that is not the lab's matches no peer (announces nothing).
+    assert not [p for p in config.bgp.peers
+                if selects(p.node_selector, {"kubernetes.io/hostname": "other"})]
 
 
 # ------------------------------------------------------------------ pod privileges
