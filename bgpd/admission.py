@@ -63,7 +63,7 @@ SHOWN_PROBLEMS = 3
 _MAX_DIGITS = 20  # bgpd.values.parse_uint: a longer number is refused whatever its value
 _BOOLEANS = ("true", "yes", "1", "false", "no", "0")  # bgpd.policy.annotations.flag
 _FLAGS = (ann.ADVERTISE, ann.ADVERTISE_CLUSTER_IP, ann.ADVERTISE_EXTERNAL_IPS,
-          ann.ADVERTISE_LB_IPS, ann.REQUIRE_READY)
+          ann.ADVERTISE_LB_IPS, ann.REQUIRE_READY, ann.WEIGHTED_ECMP)
 _V4_RESERVED = "240.0.0.0/4"  # bgpd.policy.addresses.unroutable; the rest is isGlobalUnicast
 _LABELS = {"app.kubernetes.io/name": "bgpd", "app.kubernetes.io/component": "admission"}
 

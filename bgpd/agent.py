@@ -24,6 +24,7 @@ from bgpd.config import Config
 from bgpd.model import Announcement, KernelRoute, NextHop
 from bgpd.policy import reasons
 from bgpd.policy.decide import Decider, Decision
+from bgpd.policy.drain import drain_trigger
 from bgpd.policy.guard import PeerVerdict, guard_peer_removals, guard_withdrawals
 from bgpd.policy.peers import peering_for
 from bgpd.ports import Cluster, Events, Kernel, SpeakerFactory
@@ -99,8 +100,11 @@ class Agent:
                  events: Events | None = None, *, withdraw_on_exit: bool = False,
                  clock: Callable[[], float] = time.monotonic,
                  after_first_sync: Callable[[], None] | None = None,
-                 state: StateStore | None = None):
+                 state: StateStore | None = None, drain_peers: Any = None):
         self.config = config
+        # drain.action withdraw: asks the API whether another undrained node exists
+        # (bgpd/kube/drainpeers.OthersAvailable); None: unknown, never withdraw.
+        self._drain_peers = drain_peers
         self.node_name = node_name
         self.cluster = cluster
         self.kernel = kernel
@@ -238,8 +242,10 @@ class Agent:
             # must not deselect peers (their speakers would stop, the routes expire).
             self._ensure_speaker(config, snap.node, start)
         self.speaker.set_import_config(config.import_)
+        others = self._others_available(snap.node, config)
         with gc_paused():
-            decision = self._decider.decide(snap, config, self.node_name)
+            decision = self._decider.decide(snap, config, self.node_name,
+                                            others_available=others)
         verdict = guard_withdrawals(self.applied, decision.announcements, synced=trusted,
                                     intended=decision.node_opted_out, now=start,
                                     held_since=self._held_since, safety=config.safety,
@@ -265,6 +271,17 @@ class Agent:
         del st.durations[:-1000]
         log.debug("event=reconcile announced=%d held=%d took_ms=%.1f", len(verdict.announce),
                   len(verdict.held), took * 1000)
+
+    def _others_available(self, node: Any, config: Config) -> bool | None:
+        """Only a node draining with drain.action withdraw asks; the answer arrives in
+        the background (and wakes the loop), so a round never waits for the API."""
+        peers = self._drain_peers
+        if peers is None:
+            return None
+        if config.drain.action == "withdraw" and drain_trigger(node, config.drain):
+            return peers.get(config.drain)
+        peers.not_needed()
+        return None
 
     def _desired_set(self, announce: dict[str, Announcement]) -> frozenset[Announcement]:
         """``frozenset(announce.values())``, made from last round's set and what changed

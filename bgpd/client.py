@@ -65,6 +65,11 @@ def _status(doc: dict) -> tuple[str, int]:
             lines.append(f"{key.replace('_', ' ')}: {doc[key]}")
     for failure in doc.get("kernel_failures", []):
         lines.append(f"kernel failure: {failure}")
+    if doc.get("draining"):
+        lines.append(f"draining: {doc['draining']} ({doc.get('drained_withdrawn', 0)} "
+                     f"withdrawn, {doc.get('drained_less_preferred', 0)} less preferred)")
+    if doc.get("weighted"):
+        lines.append(f"weighted ECMP: {doc['weighted']} announced with a link bandwidth")
     if doc.get("adopted_kernel_routes"):
         lines.append(f"adopted kernel routes: {doc['adopted_kernel_routes']} (an earlier "
                      "agent's, kept until every peer has sent End-of-RIB)")
@@ -94,6 +99,10 @@ def _attrs(r: dict) -> str:
     for k in ("local_pref", "med"):
         if r.get(k) is not None:
             parts.append(f"{k}={r[k]}")
+    if r.get("link_bandwidth") is not None:
+        parts.append(f"bw={r['link_bandwidth']}")
+    if r.get("prepend"):
+        parts.append(f"prepend={r['prepend']}")
     return " ".join(parts)
 
 

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from bgpd import __version__
 from bgpd.agent import DURATION_BUCKETS, Agent
+from bgpd.views import traffic_summary
 
 PEER_STATES = ("idle", "connect", "established", "down")
 
@@ -91,6 +92,17 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily("bgpd_adopted_kernel_routes", "Kernel routes of an earlier "
                                 "agent kept until every peer has sent End-of-RIB",
                                 value=st.adopted_kernel_routes)
+        traffic = traffic_summary(views["decision"], views["applied"])
+        yield GaugeMetricFamily("bgpd_draining", "1 while this node drains (drain.*: "
+                                "cordoned, a drain label or taint)",
+                                value=float(bool(traffic["draining"])))
+        drained = GaugeMetricFamily("bgpd_drained_prefixes", "Addresses the drain withdrew "
+                                    "or announces less preferred", labels=["effect"])
+        drained.add_metric(["withdrawn"], traffic["drained_withdrawn"])
+        drained.add_metric(["less-preferred"], traffic["drained_less_preferred"])
+        yield drained
+        yield GaugeMetricFamily("bgpd_weighted_prefixes", "Announced with a link bandwidth "
+                                "(weighted ECMP)", value=traffic["weighted"])
         yield GaugeMetricFamily("bgpd_ready", "1 when /readyz answers ok",
                                 value=float(agent.ready()[0]))
         info = GaugeMetricFamily("bgpd_build_info", "The agent's version", labels=["version"])

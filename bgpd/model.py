@@ -150,6 +150,7 @@ class NodeInfo:
     pod_cidrs: tuple[str, ...] = ()
     addresses: tuple[tuple[str, str], ...] = ()  # (type, address), e.g. ("InternalIP", "10.0.0.1")
     unschedulable: bool = False
+    taints: tuple[str, ...] = ()  # keys of spec.taints (drain.taints matches on them)
     problems: tuple[str, ...] = ()
 
 

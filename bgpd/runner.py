@@ -65,11 +65,13 @@ class Parts:
     """The agent and the adapters around it, started and stopped together."""
 
     def __init__(self, agent: Agent, servers: Any, recorder: Any, monitor: Any,
-                 watcher: Any = None, status_writer: Any = None, gate: Any = None):
+                 watcher: Any = None, status_writer: Any = None, gate: Any = None,
+                 drain_peers: Any = None):
         self.agent, self.servers, self.recorder, self.monitor = agent, servers, recorder, monitor
         # Optional parts, each a thread of its own: the config watcher, the node's
-        # BGPNodeStatus (bgpd/nodestatus.py), the NetworkUnavailable condition.
-        self.extras = [p for p in (watcher, status_writer, gate) if p is not None]
+        # BGPNodeStatus (bgpd/nodestatus.py), the NetworkUnavailable condition, the check
+        # for another undrained node (bgpd/kube/drainpeers.py; idle unless asked).
+        self.extras = [p for p in (watcher, status_writer, gate, drain_peers) if p is not None]
         self.watcher, self.status_writer, self.gate = watcher, status_writer, gate
 
     def start(self) -> None:
@@ -97,6 +99,7 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     from bgpd.http import HttpServers
     from bgpd.kernel import KernelMonitor, KernelTable
     from bgpd.kube import ClusterCache
+    from bgpd.kube.drainpeers import OthersAvailable
     from bgpd.kube.events import EventRecorder
     from bgpd.kube.nodecondition import ConditionWriter
     from bgpd.kube.statuswriter import StatusWriter
@@ -123,10 +126,11 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
         wake()
 
     monitor = KernelMonitor(kernel, notify=on_kernel)
+    drain_peers = OthersAvailable(client, node, on_change=wake)
     agent = Agent(config, node, ClusterPort(cache), speaker_factory, kernel,
                   EventsPort(recorder), withdraw_on_exit=withdraw_on_exit,
                   after_first_sync=freeze_after_sync,
-                  state=StateStore(state_dir) if state_dir else None)
+                  state=StateStore(state_dir) if state_dir else None, drain_peers=drain_peers)
     agent_ref.append(agent)
     servers = HttpServers(agent, config.http.debug_address, config.http.metrics_address)
     watcher = (ConfigWatcher(config_path, config, agent.apply_config, agent.wake)
@@ -136,7 +140,7 @@ def build(config: Config, node: str, client: Any, *, withdraw_on_exit: bool = Fa
     gate = (ConditionWriter(client, node, agent,
                             debounce_seconds=config.scheduling.debounce_seconds)
             if config.scheduling.network_unavailable else None)
-    return Parts(agent, servers, recorder, monitor, watcher, status_writer, gate)
+    return Parts(agent, servers, recorder, monitor, watcher, status_writer, gate, drain_peers)
 
 
 def run(config_path: str, node_name: str | None, kubeconfig: str | None,

@@ -9,6 +9,7 @@ from typing import Any
 from bgpd.agent import Agent
 from bgpd.model import Announcement, Attributes, KernelRoute
 from bgpd.policy import reasons
+from bgpd.policy.decide import LESS_PREFERRED, WITHDRAWN
 
 
 def _attrs(a: Attributes) -> dict[str, Any]:
@@ -21,6 +22,10 @@ def _attrs(a: Attributes) -> dict[str, Any]:
         out["local_pref"] = a.local_pref
     if a.med is not None:
         out["med"] = a.med
+    if a.link_bandwidth is not None:
+        out["link_bandwidth"] = a.link_bandwidth
+    if a.prepend:
+        out["prepend"] = a.prepend
     return out
 
 
@@ -70,6 +75,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "held_withdrawals": st.held, "hold_reason": st.hold_reason,
         "peers_held": list(st.peers_held), "peers_held_reason": st.peers_held_reason,
         "adopted_kernel_routes": st.adopted_kernel_routes,
+        **traffic_summary(views["decision"], views["applied"]),
         "kernel_routes": len(views["kernel"]),
         "kernel_failures": st.kernel_failures[:20],
         "rejections": dict(sorted(st.rejections_by_reason.items())),
@@ -79,6 +85,20 @@ def status(agent: Agent) -> dict[str, Any]:
         "last_reconcile_ms": round(st.last_duration_s * 1000, 2),
         "last_error": st.last_error, "speaker_error": st.speaker_error,
     }
+
+
+def traffic_summary(decision: Any, applied: dict[str, Any]) -> dict[str, Any]:
+    """The drain and weighted ECMP at a glance: why this node drains, how many addresses
+    it withdrew or made less preferred for it, how many carry a link bandwidth."""
+    effects = {WITHDRAWN: 0, LESS_PREFERRED: 0}
+    for effect, _ in (decision.notes.values() if decision is not None else ()):
+        if effect in effects:
+            effects[effect] += 1
+    return {"draining": decision.drain if decision is not None else "",
+            "drained_withdrawn": effects[WITHDRAWN],
+            "drained_less_preferred": effects[LESS_PREFERRED],
+            "weighted": sum(1 for a in applied.values()
+                            if a.attributes.link_bandwidth is not None)}
 
 
 def routes(agent: Agent, which: str) -> list[dict[str, Any]]:

@@ -44,6 +44,10 @@ is reported. The API server bounds neither list; every agent would parse them al
 MAX_ADDRESS_TEXT = 64
 """A longer string in an address list is not an address: reported, not kept."""
 
+MAX_TAINTS = 64
+"""Taint keys kept per Node (drain.taints): only admins and the kubelet write Nodes, but a
+bound keeps a scripted mistake from costing every agent memory."""
+
 MAX_PROBLEMS = 8
 """Conversion problems kept per object (the policy reports each; more would only repeat)."""
 
@@ -220,6 +224,9 @@ def node_from(obj: Any, prefix: str = DEFAULT_PREFIX) -> NodeInfo | None:
         pod_cidrs=pod_cidrs,
         addresses=addresses,
         unschedulable=spec.get("unschedulable") is True,
+        taints=tuple(sorted({sys.intern(t["key"]) for t in _list(spec.get("taints"))
+                             if isinstance(t, dict) and isinstance(t.get("key"), str)
+                             and 0 < len(t["key"]) <= 317}))[:MAX_TAINTS],
         problems=problems.frozen(),
     )
 

@@ -163,11 +163,16 @@ def render_agent_config(topo: Topology, node: topo_mod.Node) -> dict:
         "advertise": {"pod_cidr": True, "external_ips": True, "load_balancer_ips": True,
                       "pod_external_ips": True},
         "pools": [
+            # Weighted ECMP: eTP=Local and pod-owned addresses carry a link bandwidth per
+            # local endpoint, which tor1 (FRR) turns into next-hop weights.
             {"name": "external", "cidrs": [EXTERNAL_POOL],
-             "allow": ["external-ip", "pod-external-ip"]},
+             "allow": ["external-ip", "pod-external-ip"], "weighted_ecmp": True},
             {"name": "lb", "cidrs": [LB_POOL], "allow": ["load-balancer-ip"]},
         ],
         "import": {"enabled": True, "allow": [CLIENT_NET]},
+        # The default drain, said out loud: a cordoned node announces its Service and
+        # pod-owned addresses with our ASN prepended 3 times, so tor1 prefers the others.
+        "drain": {"cordoned": True, "action": "prepend", "prepend": 3},
         "http": {"debug_address": AGENT_DEBUG, "metrics_address": AGENT_METRICS},
         "logging": {"format": "keyvalue", "level": "info"},
     }
@@ -636,6 +641,15 @@ class Lab:
                 + ("198.51.100.20" if with_examples else "<pod-ip>"))
         lines.append(f"  kubectl:  {self.kubectl_path()} --kubeconfig {self.kubeconfig} "
                      "get pods -o wide")
+        first_tor = next((r.name for r in t.routers() if r.is_frr), None)
+        if with_examples and first_tor and "node2" in t.nodes:
+            # The examples' eTP=Local Service has 1 pod on node1 and 2 on node2: weighted
+            # ECMP shows as kernel next-hop weights 1:2; cordoning node2 makes it prepend.
+            lines.append(f"  weighted ECMP:  ip netns exec {t.netns(first_tor)} ip route show "
+                         "198.51.100.10   (next-hop weights 1:2, as the echo pods per node)")
+            lines.append(f"  drain:  {self.kubectl_path()} --kubeconfig {self.kubeconfig} "
+                         "cordon node2   (node2's paths get AS path 64512 x4 at "
+                         f"{first_tor}; uncordon to undo)")
         if self.agents_mode == "container":
             lines.append(f"  agents: containers of {self.containers.image} under runc "
                          f"(runc --root {self.containers.root} list)")

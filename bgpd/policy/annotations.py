@@ -27,6 +27,7 @@ COMMUNITIES = "communities"
 LARGE_COMMUNITIES = "large-communities"
 LOCAL_PREF = "local-pref"
 MED = "med"
+WEIGHTED_ECMP = "weighted-ecmp"  # link bandwidth per local endpoint (eTP=Local)
 POD_EXTERNAL_IPS = "external-ips"
 NODE_ANNOUNCE = "announce"
 NODE_ASN = "asn"
@@ -37,7 +38,7 @@ NODE_PEER_ASNS = "peer-asns"
 # under the prefix is reported as unknown, never stored).
 SERVICE_KEYS = frozenset({ADVERTISE, ADVERTISE_CLUSTER_IP, ADVERTISE_EXTERNAL_IPS,
                           ADVERTISE_LB_IPS, REQUIRE_READY, COMMUNITIES, LARGE_COMMUNITIES,
-                          LOCAL_PREF, MED})
+                          LOCAL_PREF, MED, WEIGHTED_ECMP})
 POD_KEYS = frozenset({POD_EXTERNAL_IPS})
 NODE_KEYS = frozenset({NODE_ASN, NODE_PEER_IPS, NODE_PEER_ASNS})
 

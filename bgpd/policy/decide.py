@@ -51,7 +51,16 @@ from bgpd.model import (
 )
 from bgpd.policy import annotations as ann
 from bgpd.policy import reasons
-from bgpd.policy.claims import CONTENDING, POD_CIDR, POD_EXTERNAL_IP, Claim
+from bgpd.policy.claims import (
+    CLUSTER_IP,
+    CONTENDING,
+    EXTERNAL_IP,
+    LOAD_BALANCER_IP,
+    POD_CIDR,
+    POD_EXTERNAL_IP,
+    Claim,
+)
+from bgpd.policy.drain import drain_trigger, less_preferred, withdraws
 from bgpd.policy.pods import node_claims, pod_claims
 from bgpd.policy.services import service_claims
 
@@ -63,6 +72,11 @@ _SVC = "2:"
 _ANNOUNCED = reasons.ANNOUNCED
 _REJECTIONS = reasons.REJECTIONS
 _NO_NODE = object()  # "no Node judged yet" (None is a Node the snapshot lacks)
+
+# Uses a drain touches (never the pod CIDR or pod IPs: only this node reaches those pods)
+# and the uses whose announcement can carry a weight.
+_DRAINABLE = frozenset({CLUSTER_IP, EXTERNAL_IP, LOAD_BALANCER_IP, POD_EXTERNAL_IP})
+WITHDRAWN, LESS_PREFERRED = "withdrawn", "less-preferred"  # what a drain did to an address
 
 
 def _contender(claim: Claim) -> str:
@@ -110,11 +124,16 @@ class Decision:
                  sources: Mapping[str, tuple[Claim, ...]],
                  winners: Mapping[str, tuple[float, str]],
                  node_opted_out: bool, synced: bool, opt_out_note: str = "",
-                 rejecting: frozenset[str] | None = None):
+                 rejecting: frozenset[str] | None = None, drain: str = "",
+                 notes: Mapping[str, tuple[str, str]] | None = None):
         self.announcements = announcements
         self.kernel_routes = kernel_routes
         self.node_opted_out = node_opted_out  # withdrawing everything is intended
         self.synced = synced
+        self.drain = drain  # why this node drains ("" when it does not)
+        # Per prefix, what the outcome adds to its announced claims' verdict: (the drain's
+        # effect: WITHDRAWN, LESS_PREFERRED or "", text for explain), e.g. a link bandwidth.
+        self.notes: Mapping[str, tuple[str, str]] = notes or {}
         self._sources = sources
         self._winners = winners
         self._opt_out_note = opt_out_note
@@ -129,6 +148,7 @@ class Decision:
         contest lost to an older owner, the node's opt-out."""
         out = []
         winners = self._winners
+        notes = self.notes
         for c in self._sources[key]:
             win = winners.get(c.key) if c.key else None
             if (win is not None and c.reason in CONTENDING and c.use != POD_CIDR
@@ -136,6 +156,10 @@ class Decision:
                 c = c.verdict(reasons.CONFLICT, f"{c.prefix} is claimed by {win[1]} (older)")
             elif self.node_opted_out and c.announced:
                 c = c.verdict(reasons.OPTED_OUT, self._opt_out_note)
+            elif notes and c.announced and c.use in _DRAINABLE and c.key in notes:
+                effect, text = notes[c.key]
+                c = (c.verdict(reasons.DRAINED, text) if effect == WITHDRAWN
+                     else c.verdict(c.reason, f"{c.detail}; {text}"))
             out.append(c)
         return out
 
@@ -218,10 +242,25 @@ class Decider:
         self._sources_shared = self._ann_shared = False
         self._routes: dict[str, KernelRoute] = {}
         self._winners: dict[str, tuple[float, str]] = {}
+        # The drain: (why this node drains, whether another undrained node is known to
+        # exist); any change re-judges every prefix (rare: a cordon, an uncordon).
+        self._drain: tuple[str, bool | None] = ("", None)
+        self._notes: dict[str, tuple[str, str]] = {}  # see Decision.notes
+        self._weighted_pools = frozenset(p.name for p in config.pools
+                                         if p.weighted_ecmp) if config else frozenset()
 
-    def decide(self, snapshot: Snapshot, config: Config, node_name: str) -> Decision:
-        if config is not self._config or node_name != self._node_name:
+    def decide(self, snapshot: Snapshot, config: Config, node_name: str,
+               others_available: bool | None = None) -> Decision:
+        """``others_available``: whether the API showed another undrained node
+        (bgpd/kube/drainpeers.py); None when unknown. Read only while this node drains
+        with ``drain.action: withdraw``."""
+        trigger = drain_trigger(snapshot.node, config.drain)
+        drain = (trigger, others_available if trigger and config.drain.action == "withdraw"
+                 else None)
+        if (config is not self._config or node_name != self._node_name
+                or drain != self._drain):
             self._reset(config, node_name)
+            self._drain = drain
         dirty: set[str] = set()
         by_label = config.selects_namespaces
         namespaces = snapshot.namespaces
@@ -252,7 +291,7 @@ class Decider:
         return Decision({} if opted_out else self._ann,
                         {} if opted_out else dict(self._routes),
                         self._sources, dict(self._winners), opted_out, snapshot.synced,
-                        note, frozenset(rejecting))
+                        note, frozenset(rejecting), trigger, dict(self._notes))
 
     def _ann_writable(self) -> dict[str, Announcement]:
         if self._ann_shared:  # a Decision holds it: copy first
@@ -465,10 +504,12 @@ class Decider:
         owner name, so every node picks the same winner whatever endpoints it runs.
         """
         group = self._by_prefix.get(prefix)
-        if group is not None and len(group) == 1:
+        if group is not None and len(group) == 1 and not self._drain[0]:
             (only,) = group.values()
             if len(only) == 1 and only[0].use != POD_EXTERNAL_IP:  # one claim: no contest
                 c = only[0]
+                if self._notes:
+                    self._notes.pop(prefix, None)
                 if self._winners:
                     self._winners.pop(prefix, None)
                 if self._routes:
@@ -497,6 +538,7 @@ class Decider:
         attrs = None
         net = None
         vias: set[str] = set()
+        used: list[Claim] = []
         for c in claims:
             if c.reason != _ANNOUNCED:
                 continue
@@ -504,8 +546,15 @@ class Decider:
                 continue
             attrs = c.attributes if attrs is None else attrs.merged(c.attributes)
             net = c.prefix
+            used.append(c)
             if c.use == POD_EXTERNAL_IP and c.via:
                 vias.add(c.via)
+        if attrs is not None and used and all(c.use in _DRAINABLE for c in used):
+            attrs, withdrawn = self._adjust(prefix, attrs, used, len(vias))
+            if withdrawn:
+                net = None
+        elif self._notes:
+            self._notes.pop(prefix, None)
         if net is None or attrs is None:
             if prefix in self._ann:
                 del self._ann_writable()[prefix]
@@ -518,6 +567,52 @@ class Decider:
                                                           for v in sorted(vias)))
         else:
             self._routes.pop(prefix, None)
+
+    def _adjust(self, prefix: str, attrs: Attributes, used: list[Claim], pods: int
+                ) -> tuple[Attributes, bool]:
+        """What the outcome adds to a Service or pod-owned address: a link bandwidth for
+        pods behind a weighted pool (a Service's own is set in services.py), and the
+        drain. Returns the attributes and whether the drain withdraws the address."""
+        config = self._config
+        assert config is not None
+        texts = []
+        if pods and any(c.pool in self._weighted_pools for c in used
+                        if c.use == POD_EXTERNAL_IP):
+            w = config.weighted_ecmp
+            bandwidth = min(pods, w.max_endpoints) * w.bandwidth_per_endpoint
+            attrs = dataclasses.replace(attrs, link_bandwidth=bandwidth)
+            texts.append(f"link bandwidth {bandwidth} B/s for {pods} pod"
+                         f"{'' if pods == 1 else 's'} on this node")
+        trigger, others = self._drain
+        effect = ""
+        if trigger:
+            drain = config.drain
+            if withdraws(drain, all(self._any_node_delivers(c) for c in used), others):
+                effect = WITHDRAWN
+                texts = [f"withdrawn: {trigger} and another undrained node serves it "
+                         f"(drain.action withdraw)"]
+            else:
+                attrs = less_preferred(attrs, drain)
+                effect = LESS_PREFERRED
+                how = (f"MED {drain.med}" if drain.action == "med"
+                       else f"AS path +{drain.prepend} (local preference 0 to iBGP)")
+                texts.append(f"less preferred: {trigger} ({how})")
+        if texts:
+            self._notes[prefix] = (effect, "; ".join(texts))
+        else:
+            self._notes.pop(prefix, None)
+        return attrs, effect == WITHDRAWN
+
+    def _any_node_delivers(self, claim: Claim) -> bool:
+        """Can every node deliver this address (cluster IPs, eTP=Cluster addresses)?"""
+        if claim.use == POD_EXTERNAL_IP or not claim.owner.startswith("service/"):
+            return False
+        svc = self._services.get(claim.owner[len("service/"):])
+        if svc is None:
+            return False
+        policy = (svc.internal_traffic_policy if claim.use == CLUSTER_IP
+                  else svc.external_traffic_policy)
+        return policy != "Local"
 
 
 def decide(snapshot: Snapshot, config: Config, node_name: str) -> Decision:

@@ -13,6 +13,7 @@ NO_READY_ENDPOINT = "no-ready-endpoint"  # require_ready_endpoint, none ready an
 POD_NOT_READY = "pod-not-ready"
 IGNORED_KIND = "ignored-kind"  # ExternalName / headless Services
 NODE_NOT_SELECTED = "node-not-selected"
+DRAINED = "drained"  # the node drains (drain.action withdraw) and another node serves it
 
 # Rejections: bad or dangerous input. Each raises a Kubernetes Event on the object.
 OUTSIDE_POOLS = "outside-pools"  # default deny (CVE-2020-8554)

@@ -8,6 +8,7 @@ it when nothing of it changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from bgpd.config import Config, LimitsConfig, Pool
 from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, IPNetwork, ServiceInfo
@@ -74,12 +75,20 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
         on_external = flag(ann.ADVERTISE_EXTERNAL_IPS, adv.external_ips)
         on_lb = flag(ann.ADVERTISE_LB_IPS, adv.load_balancer_ips)
         require_ready = flag(ann.REQUIRE_READY, adv.require_ready_endpoint)
+        weighted: bool | None = None  # absent or bad: the pool decides
+        if f"{prefix}/{ann.WEIGHTED_ECMP}" in notes:
+            value, problem = ann.flag(notes, prefix, ann.WEIGHTED_ECMP, False)
+            if problem:
+                problems.append(problem)
+            else:
+                weighted = value
         extra, attr_problems = ann.attributes(notes, prefix)
         problems.extend(attr_problems)
     else:  # the common case: no annotations, nothing to parse
         all_on, extra = True, NO_ATTRIBUTES
         on_cluster, on_external, on_lb = adv.cluster_ips, adv.external_ips, adv.load_balancer_ips
         require_ready = adv.require_ready_endpoint
+        weighted = None
     wanted = (  # use, addresses, enabled, traffic policy that gates it
         (CLUSTER_IP, () if headless else svc.cluster_ips, on_cluster,
          svc.internal_traffic_policy),
@@ -142,6 +151,9 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                 reason, detail = _endpoint_gate(
                     net, svc, slices, node, endpoints, local=traffic_policy == "Local",
                     traffic_policy=traffic_policy, detail=detail)
+                if (reason == _ANNOUNCED and traffic_policy == "Local" and pool is not None
+                        and (pool.weighted_ecmp if weighted is None else weighted)):
+                    attrs, detail = _weighted(attrs, detail, endpoints[version][0], config)
             claims.append(_claim(Claim, (value, net, use, owner, created, reason, detail,
                                          pool.name if pool else None, attrs, None, key)))
     if limit_problem:
@@ -151,6 +163,19 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
         claims.append(Claim(problem, None, "annotation", owner, created,
                             reasons.BAD_ANNOTATION, problem))
     return tuple(claims)
+
+
+def _weighted(attrs: Attributes, detail: str, local: int, config: Config
+              ) -> tuple[Attributes, str]:
+    """Weighted ECMP: a link bandwidth proportional to this node's local endpoints (capped),
+    which routers such as FRR turn into next-hop weights between the nodes."""
+    w = config.weighted_ecmp
+    count = min(local, w.max_endpoints)
+    bandwidth = count * w.bandwidth_per_endpoint
+    capped = f", capped at weighted_ecmp.max_endpoints {w.max_endpoints}" if local > count else ""
+    return replace(attrs, link_bandwidth=bandwidth), (
+        f"{detail}; link bandwidth {bandwidth} B/s for {local} local endpoint"
+        f"{'' if local == 1 else 's'}{capped}")
 
 
 def _endpoint_gate(net: IPNetwork, svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...],

@@ -363,6 +363,121 @@ def _loss(output: str) -> tuple[int, int]:
     return result["sent"], result["received"]
 
 
+def _kernel_weights(lab: LabHandle, prefix: str, router: str = "tor1") -> dict[str, int]:
+    """gateway -> weight of the router's kernel route for ``prefix`` (what zebra installed)."""
+    routes = json.loads(lab.ns_run(router, "ip", "-j", "route", "show", prefix).stdout or "[]")
+    if not routes:
+        return {}
+    route = routes[0]
+    if "nexthops" in route:
+        return {nh["gateway"]: nh.get("weight", 1) for nh in route["nexthops"]}
+    return {route["gateway"]: 1} if route.get("gateway") else {}
+
+
+def _weighs(lab: LabHandle, prefix: str, node1: int, node2: int) -> dict[str, int] | None:
+    """The weights when tor1's kernel splits ``prefix`` node1:node2 as asked (within 10 %)."""
+    weights = _kernel_weights(lab, prefix)
+    if set(weights) != set(NODE_IP.values()):
+        return None
+    ratio = weights[NODE_IP["node2"]] / weights[NODE_IP["node1"]]
+    return weights if abs(ratio - node2 / node1) <= 0.1 * node2 / node1 else None
+
+
+def _explain(lab: LabHandle, node: str, address: str) -> str:
+    return lab.ns_run(node, sys.executable, "-m", "bgpd", "explain", address, check=False).stdout
+
+
+def test_weighted_ecmp_follows_pods_per_node(lab):
+    """eTP=Local from a weighted pool: one pod on node1 and three on node2 give tor1's
+    kernel route weights 1:3; the ratio follows pods as they go and come."""
+    eip = "198.51.100.30"
+    prefix = f"{eip}/32"
+    labels = {"app": "weighted"}
+    pods = {"w-1": "node1", "w-2": "node2", "w-3": "node2", "w-4": "node2"}
+    for name, node in pods.items():
+        lab.create_pod(name, node, labels=labels)
+    lab.create_service("weighted", labels, [eip], local=True)
+    try:
+        for name in pods:
+            lab.wait_pod_ip(name)
+        weights = wait_for(lambda: _weighs(lab, prefix, 1, 3), ROUTE_TIMEOUT,
+                           f"{prefix} weighted node1:node2 = 1:3 in tor1's kernel")
+        print(f"1:3 pods -> tor1 kernel weights {weights}")
+        assert "link bandwidth 375000 B/s for 3 local endpoints" in _explain(lab, "node2", eip)
+        lab.delete_pod("w-3", wait=False)
+        lab.delete_pod("w-4")
+        wait_for(lambda: _weighs(lab, prefix, 1, 1), ROUTE_TIMEOUT,
+                 f"{prefix} weighted 1:1 after two of node2's pods went")
+        lab.create_pod("w-5", "node1", labels=labels)
+        lab.wait_pod_ip("w-5")
+        wait_for(lambda: _weighs(lab, prefix, 2, 1), ROUTE_TIMEOUT,
+                 f"{prefix} weighted 2:1 after a second pod on node1")
+    finally:
+        lab.kube.delete("/api/v1/namespaces/default/services/weighted")
+        for name in (*pods, "w-5"):
+            lab.delete_pod(name, wait=False)
+    wait_for(lambda: prefix not in lab.bgp_routes(), ROUTE_TIMEOUT, f"{prefix} withdrawn")
+
+
+def _as_paths(lab: LabHandle, prefix: str) -> dict[str, str]:
+    """peer -> AS path of the paths tor1 holds for ``prefix``."""
+    return {p.get("peerId"): p.get("path", "") for p in lab.bgp_routes().get(prefix, [])}
+
+
+def _cordon(lab: LabHandle, node: str, on: bool) -> None:
+    lab.kube.patch(f"/api/v1/nodes/{node}", {"spec": {"unschedulable": on}})
+
+
+def test_cordoned_node_stops_attracting_service_traffic_without_loss(lab):
+    """Cordon node2 under a ping stream to an eTP=Cluster external IP: node2 announces it
+    less preferred (AS path prepended), so tor1 drops it from the next hops, and no packet
+    is lost; its pod CIDR is untouched; uncordon brings it back. The nodes answer on the
+    address as kube-proxy's IPVS mode makes them (the address on a local interface), since
+    the lab runs no kube-proxy."""
+    eip = "198.51.100.31"
+    prefix = f"{eip}/32"
+    labels = {"app": "drain"}
+    lab.create_pod("d-1", "node1", labels=labels)
+    lab.create_pod("d-2", "node2", labels=labels)
+    lab.create_service("drain", labels, [eip], local=False)
+    for node in NODE_IP:
+        lab.ns_run(node, "ip", "addr", "add", f"{eip}/32", "dev", "lo")
+    ping = None
+    try:
+        wait_for(lambda: lab.next_hops(prefix) == set(NODE_IP.values()), ROUTE_TIMEOUT,
+                 f"{prefix} via both nodes")
+        ping = _ping(lab, eip, 25)
+        time.sleep(1)
+        _cordon(lab, "node2", True)
+        cordoned = time.monotonic()
+        wait_for(lambda: lab.next_hops(prefix) == {NODE_IP["node1"]}, ROUTE_TIMEOUT,
+                 f"{prefix} only via node1 once node2 is cordoned")
+        print(f"cordon to node2 out of tor1's next hops: {time.monotonic() - cordoned:.1f} s")
+        paths = _as_paths(lab, prefix)
+        assert paths[NODE_IP["node2"]].split() == ["64512"] * 4, paths
+        assert paths[NODE_IP["node1"]].split() == ["64512"], paths
+        assert _as_paths(lab, POD_CIDR["node2"])[NODE_IP["node2"]].split() == ["64512"], \
+            "the drain touched node2's pod CIDR"
+        assert "less preferred: node is cordoned" in _explain(lab, "node2", eip)
+        _cordon(lab, "node2", False)
+        wait_for(lambda: lab.next_hops(prefix) == set(NODE_IP.values()), ROUTE_TIMEOUT,
+                 f"{prefix} via both nodes again after uncordon")
+        out, _ = ping.communicate(timeout=60)
+        sent, received = _loss(out)
+        assert sent > 1000 and received == sent, f"lost {sent - received} of {sent}:\n{out}"
+    finally:
+        if ping is not None and ping.poll() is None:
+            ping.kill()
+            ping.communicate()
+        _cordon(lab, "node2", False)
+        for node in NODE_IP:
+            lab.ns_run(node, "ip", "addr", "del", f"{eip}/32", "dev", "lo", check=False)
+        lab.kube.delete("/api/v1/namespaces/default/services/drain")
+        lab.delete_pod("d-1", wait=False)
+        lab.delete_pod("d-2")
+    wait_for(lambda: prefix not in lab.bgp_routes(), ROUTE_TIMEOUT, f"{prefix} withdrawn")
+
+
 def test_agent_graceful_restart_loses_no_packets(lab):
     lab.create_pod("gr-1", "node1")
     try:
