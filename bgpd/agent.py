@@ -21,7 +21,7 @@ from operator import is_not
 from typing import Any
 
 from bgpd.config import Config
-from bgpd.model import Announcement, KernelRoute, NextHop
+from bgpd.model import Announcement, KernelRoute, NextHop, Snapshot
 from bgpd.policy import reasons
 from bgpd.policy.decide import Decider, Decision
 from bgpd.policy.drain import drain_trigger
@@ -262,7 +262,7 @@ class Agent:
         self._sync_kernel(self._with_adopted(kernel_wanted, config, start))
         if self._state is not None:
             self._state.save(verdict.announce, self.speaker.export_received)
-        self._record_rejections(decision)
+        self._record_rejections(decision, snap)
         st.last_error = ""
         took = self._clock() - start
         st.last_reconcile_at = time.time()
@@ -429,18 +429,19 @@ class Agent:
         st.held = len(held)
         st.hold_reason = reason
 
-    def _record_rejections(self, decision: Decision) -> None:
+    def _record_rejections(self, decision: Decision, snap: Snapshot) -> None:
         counts: dict[str, int] = {}
         for claim in decision.rejections:
             counts[claim.reason] = counts.get(claim.reason, 0) + 1
             kind, _, rest = claim.owner.partition("/")
             namespace, _, name = rest.rpartition("/")
+            uid = _uid(snap, kind, rest)
             log.debug("event=rejected owner=%s value=%r reason=%s detail=%r", claim.owner,
                       claim.value, claim.reason, claim.detail)
             if self.events is not None:
                 self.events.record(kind.capitalize(), namespace, name, claim.reason,
                                    f"{claim.value}: {claim.detail}",
-                                   cluster_wide=decision.same_on_every_node(claim))
+                                   cluster_wide=decision.same_on_every_node(claim), uid=uid)
         self.status.rejections_by_reason = counts
 
     # ------------------------------------------------------------------ views
@@ -468,3 +469,14 @@ class Agent:
         with self._lock:
             return {"decision": self.decision, "applied": self.applied,
                     "kernel": self.kernel_applied, "config": self.config}
+
+
+def _uid(snap: Snapshot, kind: str, key: str) -> str:
+    """The uid of a claim's owner ("service", "ns/name"), for its Events ("" if unknown)."""
+    if kind == "service":
+        obj: Any = snap.services.get(key)
+    elif kind == "pod":
+        obj = snap.pods.get(key)
+    else:
+        obj = snap.node if snap.node is not None and snap.node.name == key else None
+    return getattr(obj, "uid", "") or ""

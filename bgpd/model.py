@@ -152,6 +152,7 @@ class NodeInfo:
     unschedulable: bool = False
     taints: tuple[str, ...] = ()  # keys of spec.taints (drain.taints matches on them)
     problems: tuple[str, ...] = ()
+    uid: str = ""  # for Events: kubectl describe selects them by uid
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,7 @@ class PodInfo:
     deleting: bool = False  # metadata.deletionTimestamp is set
     host_network: bool = False
     problems: tuple[str, ...] = ()
+    uid: str = ""
 
     @property
     def key(self) -> str:
@@ -196,6 +198,7 @@ class ServiceInfo:
     # (name, protocol) of spec.ports: kube-proxy joins EndpointSlice ports to these.
     ports: tuple[tuple[str, str], ...] = (("", "TCP"),)
     problems: tuple[str, ...] = ()
+    uid: str = ""
 
     @property
     def key(self) -> str:

@@ -49,7 +49,7 @@ class Kernel(Protocol):
 
 class Events(Protocol):
     def record(self, kind: str, namespace: str, name: str, reason: str, message: str,
-               cluster_wide: bool = False) -> None: ...
+               cluster_wide: bool = False, uid: str = "") -> None: ...
 
 
 class SpeakerFactory(Protocol):

@@ -54,10 +54,10 @@ class EventsPort:
         self.recorder = recorder
 
     def record(self, kind: str, namespace: str, name: str, reason: str, message: str,
-               cluster_wide: bool = False) -> None:
+               cluster_wide: bool = False, uid: str = "") -> None:
         from bgpd.kube.events import ObjectRef
 
-        self.recorder.record(ObjectRef(kind, namespace, name), reason, message,
+        self.recorder.record(ObjectRef(kind, namespace, name, uid), reason, message,
                              cluster_wide=cluster_wide)
 
 

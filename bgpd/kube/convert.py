@@ -199,6 +199,13 @@ def resource_version(obj: Any) -> str | None:
     return rv if isinstance(rv, str) and rv else None
 
 
+def _uid(meta: dict) -> str:
+    """metadata.uid, for the Events about the object: ``kubectl describe`` finds an
+    object's Events by name *and* uid."""
+    uid = meta.get("uid")
+    return uid if isinstance(uid, str) and len(uid) <= 64 else ""
+
+
 def node_from(obj: Any, prefix: str = DEFAULT_PREFIX) -> NodeInfo | None:
     ident = _name(obj, "Node", namespaced=False)
     if ident is None:
@@ -224,6 +231,7 @@ def node_from(obj: Any, prefix: str = DEFAULT_PREFIX) -> NodeInfo | None:
         pod_cidrs=pod_cidrs,
         addresses=addresses,
         unschedulable=spec.get("unschedulable") is True,
+        uid=_uid(meta),
         taints=tuple(sorted({sys.intern(t["key"]) for t in _list(spec.get("taints"))
                              if isinstance(t, dict) and isinstance(t.get("key"), str)
                              and 0 < len(t["key"]) <= 317}))[:MAX_TAINTS],
@@ -266,6 +274,7 @@ def pod_from(obj: Any, prefix: str = DEFAULT_PREFIX) -> PodInfo | None:
         ready=_pod_ready(status),
         annotations=_ours(meta.get("annotations"), prefix, ann.POD_KEYS, problems),
         created=parse_time(meta.get("creationTimestamp")),
+        uid=_uid(meta),
         deleting=bool(meta.get("deletionTimestamp")),
         host_network=spec.get("hostNetwork") is True,
         problems=problems.frozen(),
@@ -311,6 +320,7 @@ def service_from(obj: Any, prefix: str = DEFAULT_PREFIX) -> ServiceInfo | None:
         internal_traffic_policy=text("internalTrafficPolicy", "Cluster"),
         annotations=_ours(meta.get("annotations"), prefix, ann.SERVICE_KEYS, problems),
         created=parse_time(meta.get("creationTimestamp")),
+        uid=_uid(meta),
         ports=_service_ports(spec),
         problems=problems.frozen(),
     )

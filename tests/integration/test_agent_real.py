@@ -118,6 +118,12 @@ def test_services_are_announced_withdrawn_and_rejected_as_the_policy_says(world)
         eventually(lambda: events_for(cp, "evil"), "an Event on the rejected Service")
         event = events_for(cp, "evil")[0]
         assert event["reason"] == "outside-pools" and "192.0.2.10" in event["message"]
+        # kubectl describe finds an object's Events by kind, name, namespace *and* uid.
+        uid = cp.api("GET", "/api/v1/namespaces/default/services/evil")["metadata"]["uid"]
+        described = cp.api("GET", "/api/v1/namespaces/default/events?fieldSelector="
+                           "involvedObject.kind=Service,involvedObject.name=evil,"
+                           f"involvedObject.namespace=default,involvedObject.uid={uid}")
+        assert [e["reason"] for e in described["items"]] == ["outside-pools"]
         code, out = cli("explain", endpoint, target="192.0.2.10")
         doc = json.loads(out)
         assert code == 1 and not doc["announced"]

@@ -113,10 +113,12 @@ class FakeEvents:
     def __init__(self):
         self.events: list[tuple[str, str, str, str, str]] = []
         self.cluster_wide: list[bool] = []
+        self.uids: list[str] = []
 
-    def record(self, kind, namespace, name, reason, message, cluster_wide=False):
+    def record(self, kind, namespace, name, reason, message, cluster_wide=False, uid=""):
         self.events.append((kind, namespace, name, reason, message))
         self.cluster_wide.append(cluster_wide)
+        self.uids.append(uid)
 
 
 class Speakers:

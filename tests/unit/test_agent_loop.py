@@ -149,11 +149,13 @@ def test_node_labelled_out_withdraws_everything_without_the_guard():
 
 
 def test_rejections_become_events_on_the_object():
-    snap = snapshot(services=[service("evil", ns="team", external_ips=("192.0.2.10",))])
+    snap = snapshot(services=[service("evil", ns="team", external_ips=("192.0.2.10",),
+                                      uid="0b7c-evil")])
     agent, _, _, _, events, _ = make(snap)
     agent.reconcile()
     assert ("Service", "team", "evil", "outside-pools",
             "192.0.2.10: 192.0.2.10/32 lies in no configured pool") in events.events
+    assert events.uids == ["0b7c-evil"]  # kubectl describe selects Events by uid too
     assert agent.status.rejections_by_reason == {"outside-pools": 1}
 
 

@@ -4,7 +4,8 @@ Pure: no cluster. Renders ``daemonset/``, the example overlay and the lab overla
 kubectl that tests/controlplane/build.sh builds (fails, not skips, when it is missing) and
 checks the objects: the pod's privileges, RBAC, probes, and the agent config in the ConfigMap.
 The lab overlay (what tests/e2e/test_kubelet.py runs on real kubelets, and what the README
-shows a containerlab user) must differ from the base only where the lab needs it.
+shows a containerlab user) must differ from the base only where the lab needs it, plus the
+optional RBAC of daemonset/optional/network-unavailable (scheduling gated on BGP, on there).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DAEMONSET = ROOT / "daemonset"
 OVERLAY = DAEMONSET / "overlays" / "example"
 LAB_OVERLAY = DAEMONSET / "overlays" / "lab"
+NETWORK_UNAVAILABLE = DAEMONSET / "optional" / "network-unavailable"
 LAB_TOPOLOGY = ROOT / "lab" / "single-tor.clab.yml"
 RENDER_TIMEOUT_S = 60
 
@@ -148,11 +150,13 @@ def test_lab_overlay_changes_only_the_image_and_the_api_address():
     del base_agent["image"], base_agent["imagePullPolicy"]
     assert ds == want
 
-    # Every other object but the config is the base's too.
+    # Every other object but the config is the base's too, plus the optional RBAC the lab
+    # turns on (scheduling.network_unavailable in its bgpd.yaml), exactly as that folder has it.
     def others(objs):
         return sorted((o for o in objs if o["kind"] not in ("DaemonSet", "ConfigMap")),
                       key=lambda o: (o["kind"], o["metadata"]["name"]))
-    assert others(lab) == others(base)
+    assert others(lab) == others(base + render(NETWORK_UNAVAILABLE))
+    assert agent_config(lab).scheduling.network_unavailable is True
 
 
 def test_lab_overlay_config_fits_the_lab_topology():
@@ -360,6 +364,10 @@ def test_no_cluster_wide_secret_access(folder):
 ALLOWED_WRITES = {("", "events"): {"create"},
                   ("bgpd.dev", "bgpnodestatuses"): {"create"},
                   ("bgpd.dev", "bgpnodestatuses/status"): {"patch"}}
+# And, only in the optional ClusterRole an operator adds on purpose
+# (daemonset/optional/network-unavailable, which the lab overlay includes): patch the Node's
+# status, for its NetworkUnavailable condition (bgpd/kube/nodecondition.py).
+OPTIONAL_WRITES = {"bgpd-network-unavailable": {("", "nodes/status"): {"patch"}}}
 
 
 @FOLDERS
@@ -370,7 +378,8 @@ def test_write_verbs_only_on_events_and_the_node_status(folder):
         if writes:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
-                    allowed = ALLOWED_WRITES.get((group, resource), set())
+                    allowed = ALLOWED_WRITES.get((group, resource), set()) | \
+                        OPTIONAL_WRITES.get(name, {}).get((group, resource), set())
                     assert writes <= allowed, (name, group, resource, writes - allowed)
             assert "*" not in rule["verbs"], (name, rule)
         assert not rule.get("nonResourceURLs"), (name, rule)

@@ -353,3 +353,12 @@ def test_proxy_mode_ingress_ips_and_ports():
 def test_namespace_labels():
     raw = {"metadata": {"name": "team-a", "labels": {"tenant": "a"}}}
     assert convert.namespace_from(raw) == NamespaceInfo("team-a", {"tenant": "a"})
+
+
+def test_uids_are_kept_for_events_and_bounded():
+    meta = {"name": "a", "namespace": "ns", "uid": "6f1c0e9e-4b6e-4f5e-9f4e-1d2c3b4a5f60"}
+    assert convert.service_from({"metadata": meta, "spec": {}}).uid == meta["uid"]
+    assert convert.pod_from({"metadata": meta, "spec": {}, "status": {}}).uid == meta["uid"]
+    assert convert.node_from({"metadata": {"name": "n", "uid": "u1"}}).uid == "u1"
+    odd = {**meta, "uid": "x" * 65}
+    assert convert.service_from({"metadata": odd, "spec": {}}).uid == ""
