@@ -73,11 +73,11 @@ lab: deps venv controlplane
 lab-down: venv
 	$(BIN)/bgpd lab down lab/single-tor.clab.yml
 
+# Every bench, repeated (medians and spread), into bench/results/<date-time>.jsonl, plotted
+# into bench/plots/ (bench/report.py; `--quick` for fewer runs, `--only NAME,...`).
 bench: deps venv controlplane
-	$(BIN)/python bench/policy.py
-	$(BIN)/python bench/kernel_sync.py
-	$(BIN)/python bench/bgp_convergence.py
-	$(BIN)/python bench/agent_scale.py
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/report.py run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
