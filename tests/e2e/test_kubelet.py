@@ -7,12 +7,17 @@ agents become Ready on every node, in the node's network namespace; the agent's 
 capabilities are exactly NET_ADMIN and ExaBGP's none, as uid/gid 65532, under no_new_privs and
 seccomp; the root filesystem is read-only; each node's BGP session comes up and its pod CIDR
 reaches the ToR (and the ToR's client prefix reaches the node's kernel through the agent);
-the BGPNodeStatus objects appear; a ConfigMap edit reaches the running agents; the readiness
-probe takes a hung agent's pod out of Ready, and puts it back.
+the BGPNodeStatus objects appear; a ConfigMap edit reaches the running agents; scheduling is
+gated on BGP (the overlay turns scheduling.network_unavailable on, with the optional RBAC): a
+node whose session is shut at the ToR gets NetworkUnavailable=True after the debounce and the
+node lifecycle controller's network-unavailable NoSchedule taint, both gone once the session
+is back, the other node untouched; the readiness probe takes a hung agent's pod out of Ready,
+and puts it back.
 
 One lab for the module (~1 min up, DaemonSet rolled out), always torn down; tests run in file
-order and the last one (readiness) is the only one that disturbs an agent. Needs root and
-`make kubelet` (`make test` does both); fails, not skips, without them.
+order: the gating test shuts one session at the ToR and always restores it, and the last one
+(readiness) is the only one that disturbs an agent. Needs root and `make kubelet` (`make
+test` does both); fails, not skips, without them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ ROLLOUT_TIMEOUT_S = 180.0  # apply to every agent Ready: ~10 s
 SESSION_TIMEOUT_S = 60.0  # an agent Ready to its session Established and routes at the ToR
 CONFIG_TIMEOUT_S = 90.0  # ConfigMap edit to the agent's reload: ≤ syncFrequency (10 s) + ~1 s
 READINESS_TIMEOUT_S = 60.0  # a hung agent to NotReady: 3 failed probes every 5 s (+ timeouts)
+# Scheduling gated on BGP (scheduling.network_unavailable in the overlay's bgpd.yaml):
+GATE_DOWN_TIMEOUT_S = 60.0  # session down to NetworkUnavailable=True: the debounce (10 s)
+#                             + the writer's 1 s poll; to the taint: the node lifecycle
+#                             controller reacting to the Node update (~1 s)
+GATE_UP_TIMEOUT_S = 60.0  # session re-enabled to False and taint gone: tor1's connect timer
+#                           (2 s), the session and the announcement, then as above: ~5 s
+TOR_ASN = 65000  # router bgp 65000 in lab/single-tor/tor1/frr.conf
+NETWORK_UNAVAILABLE = "NetworkUnavailable"
+NETWORK_UNAVAILABLE_TAINT = "node.kubernetes.io/network-unavailable"
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +282,107 @@ def test_configmap_update_reaches_the_running_agents(lab, deployed):
                 CONFIG_TIMEOUT_S, "the new configGeneration in every BGPNodeStatus")
     for pod in _pods(lab):  # no restart on the way
         assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+# ------------------------------------------------------------------ scheduling gated on BGP
+
+
+def _gate(lab: kl.KubeletLab) -> dict[str, tuple[dict | None, list[dict]]]:
+    """{node: (its NetworkUnavailable condition or None, its network-unavailable taints)}."""
+    gate = {}
+    for n in lab.get("nodes")["items"]:
+        conditions = n.get("status", {}).get("conditions", [])
+        condition = next((c for c in conditions if c["type"] == NETWORK_UNAVAILABLE), None)
+        taints = [t for t in n.get("spec", {}).get("taints") or ()
+                  if t["key"] == NETWORK_UNAVAILABLE_TAINT]
+        gate[n["metadata"]["name"]] = (condition, taints)
+    return gate
+
+
+def _available(gate: dict, node: str) -> bool:
+    """NetworkUnavailable=False, written by the agent (its reason names BGP), and no taint."""
+    condition, taints = gate[node]
+    return (condition is not None and condition["status"] == "False"
+            and "BGP" in condition.get("reason", "") and not taints)
+
+
+def _tor_neighbor(lab: kl.KubeletLab, address: str, *, shutdown: bool) -> None:
+    """Administratively shut (or re-enable) tor1's session with a node, as an operator would."""
+    kl.run("vtysh", "-N", lab.tor_netns, "-c", "configure terminal",
+           "-c", f"router bgp {TOR_ASN}",
+           "-c", f"{'' if shutdown else 'no '}neighbor {address} shutdown")
+
+
+def test_network_unavailable_gates_scheduling_on_bgp(lab, deployed):
+    """The overlay's scheduling.network_unavailable with the optional RBAC: the agent keeps
+    its Node's NetworkUnavailable condition, and Kubernetes' node lifecycle controller turns
+    it into the network-unavailable NoSchedule taint. node2's session is shut at tor1: after
+    the debounce the condition is True and the node tainted; back up, both clear. node1,
+    whose session never moves, stays available throughout."""
+    assert lab.tor is not None
+    tor = lab.tor
+    victim, bystander = "node2", "node1"
+    address = lab.nodes[victim].ip
+    config = yaml.safe_load((OVERLAY / "bgpd.yaml").read_text())
+    assert config["scheduling"]["network_unavailable"] is True
+    debounce = float(config["scheduling"].get("debounce_seconds", 10.0))
+
+    # Sessions up (earlier tests): every node available, written by its agent.
+    gate = kl.wait_for(lambda: (g := _gate(lab)) and all(_available(g, n) for n in lab.nodes)
+                       and g, SESSION_TIMEOUT_S, "NetworkUnavailable=False on every node",
+                       lambda: json.dumps(_gate(lab), indent=1))
+    for node in lab.nodes:
+        condition, _ = gate[node]
+        assert lab.nodes[node].tor_ip in condition["message"], (node, condition)  # its peer
+    assert tor.neighbor_state(address) == "Established"
+
+    def bystander_unaffected(g: dict) -> dict:
+        assert _available(g, bystander), (bystander, g[bystander])
+        return g
+
+    t0 = time.monotonic()
+    _tor_neighbor(lab, address, shutdown=True)
+    try:
+        kl.wait_for(lambda: tor.neighbor_state(address) != "Established", SESSION_TIMEOUT_S,
+                    f"tor1's session with {victim} down")
+
+        def unavailable() -> bool:
+            g = bystander_unaffected(_gate(lab))
+            condition, _ = g[victim]
+            return (condition is not None and condition["status"] == "True"
+                    and "BGP" in condition.get("reason", ""))
+
+        kl.wait_for(unavailable, GATE_DOWN_TIMEOUT_S, f"NetworkUnavailable=True on {victim}",
+                    lambda: json.dumps(_gate(lab), indent=1))
+        to_condition = time.monotonic() - t0
+        # Not before the debounce: a session reset shorter than that changes nothing.
+        assert to_condition >= debounce, (to_condition, debounce)
+
+        def tainted() -> list[dict]:
+            return bystander_unaffected(_gate(lab))[victim][1]
+
+        (taint,) = kl.wait_for(tainted, GATE_DOWN_TIMEOUT_S,
+                               f"the {NETWORK_UNAVAILABLE_TAINT} taint on {victim}",
+                               lambda: json.dumps(_gate(lab), indent=1))
+        to_taint = time.monotonic() - t0
+        assert taint["effect"] == "NoSchedule", taint
+        condition, _ = _gate(lab)[victim]
+        assert condition["status"] == "True", condition  # still: the session is still shut
+    finally:
+        t1 = time.monotonic()
+        _tor_neighbor(lab, address, shutdown=False)
+    kl.wait_for(lambda: tor.neighbor_state(address) == "Established", SESSION_TIMEOUT_S,
+                f"tor1's session with {victim} back", lab.diagnose)
+    kl.wait_for(lambda: _available(bystander_unaffected(_gate(lab)), victim), GATE_UP_TIMEOUT_S,
+                f"NetworkUnavailable=False and no taint on {victim}",
+                lambda: json.dumps(_gate(lab), indent=1))
+    cleared = time.monotonic() - t1
+    lab.timings["session down to NetworkUnavailable=True"] = to_condition
+    lab.timings["session down to the taint"] = to_taint
+    lab.timings["session re-enabled to condition False, no taint"] = cleared
+    print(f"\n{victim}: session down -> NetworkUnavailable=True {to_condition:.1f} s "
+          f"(debounce {debounce:.0f} s), -> taint {to_taint:.1f} s; "
+          f"re-enabled -> False and untainted {cleared:.1f} s")
 
 
 def test_readiness_probe_gates_the_pod(lab, deployed):

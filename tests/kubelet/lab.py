@@ -7,9 +7,9 @@ kubelet and containerd: what runs the DaemonSet of daemonset/ the way a cluster 
 The layout, the single-tor lab's (lab/single-tor.clab.yml) with real kubelets::
 
     host netns        etcd, kube-apiserver (127.0.0.1:<port>), kube-controller-manager
-                      (with the daemonset controller), kube-scheduler (DaemonSet pods are
-                      bound by it), the relay (bgpd.lab.relay): 127.0.0.1:6443 inside every
-                      node namespace -> the API server
+                      (with the daemonset and node lifecycle controllers), kube-scheduler
+                      (DaemonSet pods are bound by it), the relay (bgpd.lab.relay):
+                      127.0.0.1:6443 inside every node namespace -> the API server
     <prefix>-tor      FRR (zebra + bgpd) with lab/single-tor/tor1/frr.conf: eth1 172.20.1.1,
                       eth2 172.20.2.1, eth3 192.0.2.1 (the client side, a veth whose peer
                       stays inside: nothing behind it)
@@ -85,7 +85,11 @@ RUNC = Path("/usr/sbin/runc")  # Debian's runc
 CNI_BIN = Path("/usr/lib/cni")  # Debian's containernetworking-plugins (the loopback plugin)
 NSENTER = "nsenter"
 API_IN_NODE = "127.0.0.1:6443"  # the relay's listener inside each node namespace
-NODE_CONTROLLERS = (*cpm.DEFAULT_CONTROLLERS, "daemonset-controller")
+# The node lifecycle controller too (not in the default set: there no kubelet renews the
+# Nodes' leases): here real kubelets do, and it turns the agents' NetworkUnavailable
+# condition into the node.kubernetes.io/network-unavailable:NoSchedule taint.
+NODE_CONTROLLERS = (*cpm.DEFAULT_CONTROLLERS, "daemonset-controller",
+                    "node-lifecycle-controller")
 
 AGENT_IMAGE = "localhost/bgpd:dev"  # what daemonset/overlays/lab runs
 IMAGE_BUILD = REPO / "daemonset" / "image" / "build.sh"
