@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.probes import WRITE_PROBE
 from tests.kubelet import lab as kl
 
 pytestmark = pytest.mark.e2e
@@ -158,21 +159,6 @@ def test_capabilities_user_and_privileges_as_the_kubelet_set_them(lab, deployed)
             assert p.seccomp == SECCOMP_FILTER, (node, p.argv)  # RuntimeDefault
         for p in others:  # ExaBGP and the agent's other helpers: no capability at all
             assert p.cap_eff == 0 and p.cap_prm == 0, (node, p.argv, hex(p.cap_eff))
-
-
-WRITE_PROBE = r"""
-import errno, json, os, sys
-result = {}
-for path in sys.argv[1:]:
-    try:
-        with open(path, "x") as f:
-            f.write("x")
-        os.unlink(path)
-        result[path] = "ok"
-    except OSError as exc:
-        result[path] = errno.errorcode.get(exc.errno, str(exc.errno))
-print(json.dumps(result))
-"""
 
 
 def test_root_filesystem_is_read_only(lab, deployed):

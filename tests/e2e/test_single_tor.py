@@ -30,6 +30,7 @@ from bgpd.lab.runner import AGENT_METRICS, FRR_RUN, HOLD_TIME, REGISTRY, agent_a
 from bgpd.lab.system import ProcRecord, netns_list
 
 from .labtools import CLIENT_IP, REPO, SINGLE_TOR, LabHandle, agent_modes, lab_cli, lab_up, wait_for
+from .probes import WRITE_PROBE
 from .rbac_audit import Use, granted, used
 
 pytestmark = pytest.mark.e2e
@@ -198,20 +199,6 @@ def test_container_agent_holds_exactly_what_the_daemonset_grants(lab):
         assert sp["Uid"].split() == [str(spec.uid)] * 4
 
 
-WRITE_PROBE = r"""
-import errno, json, sys
-out = {}
-for path in sys.argv[1:]:
-    try:
-        with open(path, "x") as f:
-            f.write("x")
-        import os
-        os.unlink(path)
-        out[path] = "ok"
-    except OSError as exc:
-        out[path] = errno.errorcode.get(exc.errno, str(exc.errno))
-print(json.dumps(out))
-"""
 ROOTFS_PATHS = ["/probe", "/etc/probe", "/opt/bgpd/probe", "/var/tmp/probe",
                 "/etc/bgpd/probe"]
 
