@@ -230,8 +230,9 @@ class BenchAgent:
         finally:
             fresh.stop()
         took = time.monotonic() - started
+        largest = max(st.largest_page_bytes for st in fresh.stats().values())
         del fresh
-        return {"relist_s": round(took, 2)}
+        return {"relist_s": round(took, 2), "largest_page_mb": round(largest / 2**20, 1)}
 
     def mark(self, flush: bool = False, collect: bool = False) -> dict:
         """The figures since the previous mark; then start a new measuring step."""

@@ -185,6 +185,18 @@ class KubeClient:
         finally:
             resp.release_conn()
 
+    def get_page(self, path: str, query: dict[str, Any]) -> tuple[Any, int]:
+        """One list page: (the decoded answer, the size of its body in bytes), so the
+        caller can size the next page by bytes (see watch.LIST_PAGE_BYTES)."""
+        resp = self.request("GET", path, query=query)
+        try:
+            body = resp.data
+            return loads(body), len(body)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise _from_exception(exc, f"GET {path}") from exc
+        finally:
+            resp.release_conn()
+
     def call(self, method: str, path: str, **kwargs: Any) -> None:
         """``request`` when the answer's body is not needed (POST an Event, PATCH ...)."""
         resp = self.request(method, path, **kwargs)

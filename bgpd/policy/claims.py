@@ -62,10 +62,8 @@ def pool_for(prefix: IPNetwork, pools: tuple[Pool, ...]) -> Pool | None:
     return _pool_for(str(prefix), pools)
 
 
-@lru_cache(maxsize=1 << 17)
 def _pool_for(key: str, pools: tuple[Pool, ...]) -> Pool | None:
-    # Keyed on the text (cached str hash) and the pools (identity hash, see config.Pool):
-    # hashing an ipaddress object runs Python code, and this is the hottest lookup.
+    # Uncached: _pool_verdict, which calls it, is cached already.
     if key.endswith("/32"):  # an IPv4 host: integer compares instead of ipaddress objects
         value = v4_int(key[:-3])
         if value is not None:
@@ -103,12 +101,25 @@ def pool_verdict(key: str, use: str, pools: tuple[Pool, ...], namespace: str | N
     return pool, reason, detail
 
 
-@lru_cache(maxsize=1 << 17)
+POOL_CACHE_SIZE = 1 << 16
+"""Verdicts kept (the addresses of ~30,000 Services). Keyed on the text (cached str hash)
+and the pools (identity hash, see config.Pool): hashing an ipaddress object runs Python
+code, and a full decision asks ~40,000 times. An entry holds no text of its own beyond the
+address (the pool's verdict texts are shared), about 300 bytes: at most ~20 MB however
+many addresses tenants write and delete."""
+
+
+@lru_cache(maxsize=POOL_CACHE_SIZE)
 def _pool_verdict(key: str, use: str, pools: tuple[Pool, ...]) -> tuple[Pool | None, str, str]:
-    # The whole verdict is cached, detail text included: a full decision asks ~20,000 times.
     pool = _pool_for(key, pools)
     if pool is None:
         return None, reasons.OUTSIDE_POOLS, f"{key} lies in no configured pool"
+    return _pool_use_verdict(pool, use)
+
+
+@lru_cache(maxsize=1024)
+def _pool_use_verdict(pool: Pool, use: str) -> tuple[Pool, str, str]:
+    """What a pool says to a use: one tuple (and text) per pool and use, shared."""
     if use not in pool.allow:
         return pool, reasons.POOL_FORBIDS_USE, (
             f"pool {pool.name!r} does not allow {use} (allows {', '.join(sorted(pool.allow))})")
