@@ -7,7 +7,9 @@ figure is really a process's first decision:
   them): ``tune_gc()`` at start, the snapshot built (the synced cache), ``freeze_after_sync()``,
   then every decision inside ``gc_paused()``. ``cold_full_ms`` is its first decision (address
   caches cold: the agent's first round after a restart), ``full_ms`` a full decision from a
-  fresh Decider with caches warm, ``incremental_ms`` a decision after one Service changed.
+  fresh Decider with caches warm, ``incremental_ms`` a decision after one Service changed
+  (written into a ClusterCache and decided on its snapshot, with its change log, as the
+  agent does).
 - ``default`` child: CPython's default GC, nothing frozen: ``cold_full_ms_default_gc`` and
   ``full_ms_default_gc``.
 
@@ -121,16 +123,24 @@ def child(mode: str, services: int, pods: int, decisions: int) -> dict:
     out = {"mode": mode, "cold_ms": cold, "full_ms": full, "announced": announced,
            "endpointslices": len(snap.endpoint_slices)}
     if agent:
+        from bgpd.kube.cache import ENDPOINT_SLICE, POD, SERVICE, ClusterCache
+        from bgpd.kube.cache import NODE as NODE_KIND
+
+        cache = ClusterCache(client=None, node_name=NODE)  # type: ignore[arg-type]
+        cache.replace(NODE_KIND, {NODE: snap.node})
+        cache.replace(POD, dict(snap.pods))
+        cache.replace(SERVICE, dict(snap.services))
+        cache.replace(ENDPOINT_SLICE, dict(snap.endpoint_slices))
         decider = Decider()
-        decide(decider, snap)
+        decide(decider, cache.snapshot())
         incremental = []
         for run in range(decisions):
             i = run * 7
             key = f"ns{i % 50}/svc{i}"
-            svcs = dict(snap.services)
-            svcs[key] = dataclasses.replace(svcs[key], external_traffic_policy="Cluster",
-                                            created=svcs[key].created + 0.5)
-            changed = dataclasses.replace(snap, services=svcs)
+            svc = snap.services[key]
+            cache.apply(SERVICE, key, dataclasses.replace(
+                svc, external_traffic_policy="Cluster", created=svc.created + 0.5))
+            changed = cache.snapshot()
             incremental.append(ms(lambda s=changed: decide(decider, s)))
         out["incremental_ms"] = incremental
     return out

@@ -9,7 +9,7 @@ Nothing here imports an adapter library.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -244,6 +244,26 @@ class EndpointSliceInfo:
         return f"{self.namespace}/{self.service_name}"
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeLog:
+    """Which keys of one map changed, so a reader need not compare 20,000 entries to find
+    the one that did. ``keys[i]`` changed at generation ``base + i + 1`` of the map; this
+    view is valid up to ``generation`` (the map's as the snapshot took it). ``keys`` is the
+    cache's own append-only list; ``source`` tells caches apart."""
+
+    source: object
+    generation: int
+    base: int
+    keys: Sequence[str]
+
+    def since(self, source: object, generation: int) -> list[str] | None:
+        """Keys changed after ``generation`` of ``source``'s map, up to this view's; None
+        when this log does not reach back that far (a relist, a long gap, another cache)."""
+        if source is not self.source or not self.base <= generation <= self.generation:
+            return None
+        return list(self.keys[generation - self.base:self.generation - self.base])
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A consistent view of the cluster as this node's agent sees it.
@@ -258,3 +278,6 @@ class Snapshot:
     endpoint_slices: Mapping[str, EndpointSliceInfo] = field(default_factory=dict)
     synced: bool = True
     namespaces: Mapping[str, NamespaceInfo] = field(default_factory=dict)
+    # What changed in ``services`` and ``endpoint_slices`` (by those names), when the
+    # snapshot comes from a cache that keeps a ChangeLog; readers fall back to comparing.
+    changes: Mapping[str, ChangeLog] = field(default_factory=dict)

@@ -19,13 +19,19 @@ from typing import Any
 from bgpd.kube import convert
 from bgpd.kube.client import KubeClient
 from bgpd.kube.watch import DEFAULT_TIMING, Resource, Watcher, WatchStats, WatchTiming
-from bgpd.model import NodeInfo, Snapshot
+from bgpd.model import ChangeLog, NodeInfo, Snapshot
 
 log = logging.getLogger(__name__)
 
 NODE, POD, SERVICE, ENDPOINT_SLICE, NAMESPACE = (
     "Node", "Pod", "Service", "EndpointSlice", "Namespace")
 KINDS = (NODE, POD, SERVICE, ENDPOINT_SLICE, NAMESPACE)
+
+CHANGE_LOG_KEYS = 4096
+"""Keys a change log keeps before it starts over (readers then compare the maps once):
+bounds its memory, while a reader that decides every few changes never falls back."""
+
+_LOGGED = {SERVICE: "services", ENDPOINT_SLICE: "endpoint_slices"}  # Snapshot field names
 
 STOP_JOIN_TIMEOUT_S = 5.0
 """How long ``stop()`` waits for each watcher thread to end (they are daemon threads, so a
@@ -65,6 +71,8 @@ class ClusterCache:
         self._generation = {k: 0 for k in KINDS}  # bumped on every change of that map
         self._frozen: dict[str, tuple[int, Mapping[str, Any]]] = {}  # kind -> (generation, view)
         self._shared: set[str] = set()  # kinds whose map a snapshot holds: copy before writing
+        # kind -> (generation the log starts after, the keys changed since, in order)
+        self._logs: dict[str, tuple[int, list[str]]] = {k: (0, []) for k in _LOGGED}
         self._synced_kinds: set[str] = set()
         self._synced = threading.Event()
         self._watchers = {r.kind: Watcher(client, r, self, timing)
@@ -109,6 +117,8 @@ class ClusterCache:
         with self._lock:
             maps = {kind: self._frozen_map(kind) for kind in KINDS}
             synced = self._synced.is_set()
+            changes = {field: ChangeLog(self, self._generation[kind], *self._logs[kind])
+                       for kind, field in _LOGGED.items()}
         node = maps[NODE].get(self.node_name)
         return Snapshot(
             node=node if isinstance(node, NodeInfo) else None,
@@ -117,6 +127,7 @@ class ClusterCache:
             endpoint_slices=maps[ENDPOINT_SLICE],
             synced=synced,
             namespaces=maps[NAMESPACE],
+            changes=changes,
         )
 
     def _frozen_map(self, kind: str) -> Mapping[str, Any]:
@@ -153,6 +164,8 @@ class ClusterCache:
                 self._maps[kind] = items
                 self._shared.discard(kind)
                 self._generation[kind] += 1
+                if kind in self._logs:  # many keys at once: readers compare the maps
+                    self._logs[kind] = (self._generation[kind], [])
         if changed:
             self._notify()
 
@@ -170,6 +183,12 @@ class ClusterCache:
                     self._writable(kind)[key] = value
             if changed:
                 self._generation[kind] += 1
+                log_ = self._logs.get(kind)
+                if log_ is not None:
+                    if len(log_[1]) >= CHANGE_LOG_KEYS:  # a new list: snapshots keep theirs
+                        self._logs[kind] = (self._generation[kind] - 1, [key])
+                    else:
+                        log_[1].append(key)
         if changed:
             self._notify()
 
