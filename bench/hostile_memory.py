@@ -163,7 +163,7 @@ class BenchAgent:
                 with gc_paused():
                     decision = self.decider.decide(snap, config, NODE)
                 self.decision = decision
-                Agent._record_rejections(self.shim, decision)  # type: ignore[arg-type]
+                Agent._record_rejections(self.shim, decision, snap)  # type: ignore[arg-type]
                 del snap, decision
             except Exception as exc:  # noqa: BLE001 - reported in the result
                 self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
@@ -269,8 +269,8 @@ class BenchAgent:
         from bgpd.policy import addresses, claims
 
         caches = {"addresses._host_prefix": addresses._host_prefix,
-                  "claims._pool_for": claims._pool_for,
-                  "claims._pool_verdict": claims._pool_verdict}
+                  "claims._pool_verdict": claims._pool_verdict,
+                  "claims._pool_use_verdict": claims._pool_use_verdict}
         out: dict[str, Any] = {
             "lru_entries": {name: f.cache_info().currsize for name, f in caches.items()},
             "dedup_keys": len(self.recorder._sent),

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import urllib3
@@ -23,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from bgpd.kube.errors import GoneError, KubeError
+from bgpd.kube.jsonstream import CHUNK_BYTES, loads, stream_list
 
 log = logging.getLogger(__name__)
 
@@ -57,47 +56,6 @@ def _status_message(body: bytes) -> str:
     except ValueError:
         pass
     return body[:200].decode("utf-8", "replace")
-
-
-JSON_MAX_DEPTH = 12_000
-"""Nesting that ``loads`` decodes. The API server's Go decoder stops at 10,000 levels, so
-anything it stores fits; Python's own limit (about 1,000) would let one object with
-deeply nested ``managedFields`` make a list or watch fail forever."""
-
-_DEEP_STACK_BYTES = 64 * 1024 * 1024
-_deep_lock = threading.Lock()
-
-
-def loads(data: bytes | str) -> Any:
-    """``json.loads``, which also decodes what the API server accepts but Python's default
-    recursion limit refuses (in a thread with a big stack, so the C stack holds)."""
-    try:
-        return json.loads(data)
-    except RecursionError:
-        pass
-    result: list[Any] = []
-    failure: list[BaseException] = []
-
-    def decode() -> None:
-        try:
-            result.append(json.loads(data))
-        except (RecursionError, ValueError) as exc:
-            failure.append(exc)
-
-    with _deep_lock:  # the limit is process-wide; raised only while this thread decodes
-        old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
-        sys.setrecursionlimit(max(old_limit, JSON_MAX_DEPTH + 1000))
-        threading.stack_size(_DEEP_STACK_BYTES)
-        try:
-            thread = threading.Thread(target=decode, name="json-deep")
-            thread.start()
-        finally:
-            threading.stack_size(old_stack)
-        thread.join()
-        sys.setrecursionlimit(old_limit)
-    if failure:
-        raise ValueError(f"JSON nested deeper than {JSON_MAX_DEPTH}: {failure[0]}")
-    return result[0]
 
 
 class KubeClient:
@@ -185,13 +143,14 @@ class KubeClient:
         finally:
             resp.release_conn()
 
-    def get_page(self, path: str, query: dict[str, Any]) -> tuple[Any, int]:
-        """One list page: (the decoded answer, the size of its body in bytes), so the
-        caller can size the next page by bytes (see watch.LIST_PAGE_BYTES)."""
+    def list_page(self, path: str, query: dict[str, Any], on_item: Callable[[Any], None]
+                  ) -> tuple[dict[str, Any], int]:
+        """One list page, streamed: ``on_item`` gets each object as it is decoded (see
+        jsonstream.py: memory holds one object, not the page); returns (the list's other
+        fields, metadata included; the body's size in bytes)."""
         resp = self.request("GET", path, query=query)
         try:
-            body = resp.data
-            return loads(body), len(body)
+            return stream_list(resp.stream(CHUNK_BYTES), on_item)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise _from_exception(exc, f"GET {path}") from exc
         finally:

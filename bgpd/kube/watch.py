@@ -16,28 +16,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from bgpd.kube import convert
-from bgpd.kube.client import KubeClient, discard, loads
+from bgpd.kube.client import KubeClient, discard
 from bgpd.kube.errors import GoneError, KubeError
+from bgpd.kube.jsonstream import loads
 
 log = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 500
-"""Objects per list page at most: keeps the peak memory of the initial sync down
-(BASELINES.md)."""
-
-LIST_FIRST_PAGE = 50
-"""Objects asked for in a list's first page, before their size is known."""
-
-LIST_PAGE_BYTES = 4 * 1024 * 1024
-"""Bytes a list page should hold: each next page asks for as many objects as fit, by the
-size of the objects so far (at least 1, at most LIST_PAGE_SIZE). A tenant's Services of
-200 KB each (the API server allows 256 KiB of annotations, 1.5 MB per object) would make a
-page of 500 objects 100 MB of JSON, decoded at once by every agent at every relist (a
-restart, a 410 Gone): above the DaemonSet's memory limit. Ordinary objects (1-10 KB) still
-come 500 to a page."""
+"""Objects per list page. A page is decoded as it streams in, one object at a time
+(jsonstream.py), so its size costs requests, not memory: a tenant's 500 Services of 200 KB
+each are 100 MB of JSON, which a whole-page decode would hold at once on every agent at
+every relist."""
 
 WATCH_TIMEOUT_S = 270
 """Server-side timeoutSeconds of one watch: the server ends it cleanly and we resume from
@@ -89,8 +82,6 @@ class WatchTiming:
     backoff_initial_s: float = BACKOFF_INITIAL_S
     backoff_max_s: float = BACKOFF_MAX_S
     page_size: int = LIST_PAGE_SIZE
-    first_page: int = LIST_FIRST_PAGE
-    page_bytes: int = LIST_PAGE_BYTES
 
 
 class Store(Protocol):
@@ -134,7 +125,7 @@ class WatchStats:
     last_error: str = ""
     last_error_at: float = 0.0
     last_ok_at: float = 0.0  # the last list or watch the server accepted: healthy since
-    largest_page_bytes: int = 0  # the biggest list page read (LIST_PAGE_BYTES bounds it)
+    largest_page_bytes: int = 0  # the biggest list page streamed (its bytes, never held)
 
 
 class Watcher:
@@ -230,27 +221,17 @@ class Watcher:
         """List every object (paginated), replace the store by diff, return the list RV."""
         items: dict[str, Any] = {}
         cont: str | None = None
-        timing = self.timing
-        limit = min(timing.first_page, timing.page_size)
-        seen = size = 0  # objects and bytes listed so far: the next page's size by bytes
+        add = partial(self._add, items)
         while True:
-            page, nbytes = self.client.get_page(
+            page, nbytes = self.client.list_page(
                 self.resource.path,
                 query={
-                    "limit": limit,
+                    "limit": self.timing.page_size,
                     "continue": cont,
                     "fieldSelector": self.resource.field_selector,
                 },
+                on_item=add,
             )
-            if not isinstance(page, dict):
-                raise KubeError(f"list {self.resource.kind}: answer is not an object")
-            objs = page.get("items") or ()
-            for obj in objs:
-                self._add(items, obj)
-            seen += len(objs)
-            size += nbytes
-            if seen:
-                limit = max(1, min(timing.page_size, timing.page_bytes * seen // max(size, 1)))
             self.stats.largest_page_bytes = max(self.stats.largest_page_bytes, nbytes)
             meta = page.get("metadata") if isinstance(page.get("metadata"), dict) else {}
             cont = meta.get("continue") or None
@@ -259,7 +240,7 @@ class Watcher:
                 if not isinstance(rv, str) or not rv:
                     raise KubeError(f"list {self.resource.kind}: no resourceVersion")
                 break
-            del page, objs  # drop the page's dicts before fetching the next one
+            del page
         self.store.replace(self.resource.kind, items)
         self.store.mark_synced(self.resource.kind)
         self.stats.lists += 1

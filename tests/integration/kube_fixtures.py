@@ -28,7 +28,6 @@ FAST_TIMING = WatchTiming(
     backoff_initial_s=0.2,
     backoff_max_s=2.0,  # reconnects quickly once the API server is back
     page_size=50,  # several pages even with few objects: exercises `continue`
-    first_page=20,  # and a limit that changes between pages, as byte sizing does
 )
 """Watch timing for fault tests: the production defaults would make them take minutes."""
 

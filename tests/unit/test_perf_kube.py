@@ -101,10 +101,10 @@ class Client:
     def __init__(self) -> None:
         self.fail = False
 
-    def get_page(self, path, query):
+    def list_page(self, path, query, on_item):
         if self.fail:
             raise KubeError("connection refused")
-        return {"items": [], "metadata": {"resourceVersion": "7"}}, 60
+        return {"metadata": {"resourceVersion": "7"}}, 60
 
 
 def test_the_first_failure_and_the_first_answer_after_it_are_told_to_the_store():
@@ -130,52 +130,3 @@ def test_a_cache_wakes_the_agent_when_a_watchers_health_changes():
     cache, wakeups = make_cache()
     cache.health_changed(SERVICE)
     assert wakeups[0] == 1
-
-
-class PagingServer:
-    """A list endpoint that honours limit and continue, with objects of given JSON sizes."""
-
-    def __init__(self, sizes: list[int]) -> None:
-        self.objs = [{"metadata": {"name": f"s{i}", "namespace": "ns"},
-                      "spec": {"externalIPs": ["198.51.100.1"]},
-                      "pad": "x" * max(0, size - 100)} for i, size in enumerate(sizes)]
-        self.limits: list[int] = []
-
-    def get_page(self, path, query):
-        import json
-
-        start = int(query["continue"] or 0)
-        self.limits.append(query["limit"])
-        chunk = self.objs[start:start + query["limit"]]
-        more = start + len(chunk) < len(self.objs)
-        page = {"items": chunk, "metadata": {"resourceVersion": "9",
-                                             "continue": str(start + len(chunk)) if more else ""}}
-        return page, len(json.dumps(page))
-
-
-def list_with(sizes: list[int], **timing) -> tuple[PagingServer, Store]:
-    server, store = PagingServer(sizes), Store()
-    got: dict = {}
-    store.replace = lambda kind, items: got.update(items)
-    Watcher(server, Resource(SERVICE, "/x", convert.service_from), store,
-            WatchTiming(**timing))._list()
-    assert len(got) == len(sizes)  # every object listed, whatever the page sizes
-    return server, store
-
-
-def test_ordinary_objects_come_500_to_a_page_after_a_small_first_one():
-    server, _ = list_with([1_000] * 1_600)
-    assert server.limits == [50, 500, 500, 500, 500]
-
-
-def test_fat_objects_come_in_pages_of_about_the_byte_budget():
-    """A tenant's 200 KB Services: pages of ~4 MiB, not 500 objects (100 MB) at a time."""
-    server, _ = list_with([200_000] * 300)
-    assert server.limits[0] == 50
-    assert all(limit <= 21 for limit in server.limits[1:]), server.limits
-    assert sum(server.limits) >= 300
-
-
-def test_one_giant_object_per_page_at_least():
-    server, _ = list_with([5_000_000] * 3, page_bytes=1_000_000, first_page=1)
-    assert server.limits == [1, 1, 1]
