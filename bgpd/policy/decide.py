@@ -50,8 +50,9 @@ from bgpd.model import (
     ServiceInfo,
     Snapshot,
 )
+from bgpd.policy import addresses, reasons
 from bgpd.policy import annotations as ann
-from bgpd.policy import reasons
+from bgpd.policy import claims as claim_rules
 from bgpd.policy.claims import (
     CLUSTER_IP,
     CONTENDING,
@@ -238,6 +239,7 @@ class Decider:
                                         Mapping[str, str] | None, tuple[Claim, ...]]] = {}
         self._local_keys: set[str] = set()
         self._sources: dict[str, tuple[Claim, ...]] = {}
+        self._n_claims = 0  # claims in _sources: how many parsed addresses are in play
         self._rejecting: set[str] = set()  # sources holding a rejected claim
         self._by_prefix: dict[str, dict[str, tuple[Claim, ...]]] = {}
         self._ann: dict[str, Announcement] = {}
@@ -299,6 +301,7 @@ class Decider:
         if not opted_out:
             self._ann_shared = True
         self._sources_shared = True
+        _trim_caches(self._n_claims)
         return Decision({} if opted_out else self._ann,
                         {} if opted_out else dict(self._routes),
                         self._sources, dict(self._winners), opted_out, snapshot.synced,
@@ -501,6 +504,7 @@ class Decider:
     def _set_source(self, key: str, claims: tuple[Claim, ...], dirty: set[str]) -> None:
         by_prefix = self._by_prefix
         old = self._sources.get(key)
+        self._n_claims += len(claims) - (len(old) if old is not None else 0)
         if old is not None:
             for c in old:
                 if c.key and c.reason in CONTENDING:
@@ -662,6 +666,20 @@ class Decider:
         policy = (svc.internal_traffic_policy if claim.use == CLUSTER_IP
                   else svc.external_traffic_policy)
         return policy != "Local"
+
+
+CACHE_SLACK = 8192
+"""Parsed addresses the caches may hold beyond twice the claims in play."""
+
+
+def _trim_caches(live: int) -> None:
+    """Empty the address caches when they hold far more than the addresses still in play:
+    a tenant who writes 65,536 distinct addresses and deletes them must not leave ~75 MB of
+    parsed addresses in every agent until the caches cycle. In steady state every cached
+    address belongs to a claim, so the caches are never emptied."""
+    if addresses._host_prefix.cache_info().currsize > 2 * live + CACHE_SLACK:
+        addresses._host_prefix.cache_clear()
+        claim_rules._pool_verdict.cache_clear()
 
 
 def decide(snapshot: Snapshot, config: Config, node_name: str) -> Decision:

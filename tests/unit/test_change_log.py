@@ -102,3 +102,20 @@ def test_a_log_that_started_over_makes_the_reader_compare():
     assert log.since("cache", 10) == []
     assert log.since("cache", 7) is None  # before the log starts: compare the maps
     assert log.since("other cache", 9) is None
+
+
+def test_addresses_of_deleted_objects_leave_the_caches():
+    """A tenant writes 10,000 distinct addresses (outside every pool) and deletes them: the
+    agent's address caches are emptied, not kept until they cycle."""
+    from bgpd.policy import addresses
+
+    many = [service(f"w{i}", cluster_ips=(), external_ips=(f"192.0.{i >> 8}.{i & 255}",
+                                                             f"100.{i >> 8}.{i & 255}.1"))
+            for i in range(10_000)]
+    decider = Decider()
+    addresses._host_prefix.cache_clear()
+    decider.decide(Snapshot(node=node(), services={s.key: s for s in many}), CONFIG, NODE_NAME)
+    held = addresses._host_prefix.cache_info().currsize
+    assert held >= 20_000  # in play: kept (a full decision reuses them)
+    decider.decide(Snapshot(node=node(), services={}), CONFIG, NODE_NAME)
+    assert addresses._host_prefix.cache_info().currsize < 100
