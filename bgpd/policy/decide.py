@@ -65,6 +65,7 @@ from bgpd.policy.claims import (
 from bgpd.policy.drain import drain_trigger, less_preferred, withdraws
 from bgpd.policy.pods import node_claims, pod_claims
 from bgpd.policy.services import service_claims
+from bgpd.policy.weights import link_bandwidth
 
 # Source keys order the claims: the node first, then pods, then Services, each by name.
 _NODE = "0"
@@ -631,11 +632,9 @@ class Decider:
         texts = []
         if pods and any(c.pool in self._weighted_pools for c in used
                         if c.use == POD_EXTERNAL_IP):
-            w = config.weighted_ecmp
-            bandwidth = min(pods, w.max_endpoints) * w.bandwidth_per_endpoint
+            bandwidth, why = link_bandwidth(pods, "pod", " on this node", config.weighted_ecmp)
             attrs = dataclasses.replace(attrs, link_bandwidth=bandwidth)
-            texts.append(f"link bandwidth {bandwidth} B/s for {pods} pod"
-                         f"{'' if pods == 1 else 's'} on this node")
+            texts.append(why)
         trigger, others = self._drain
         effect = ""
         if trigger:

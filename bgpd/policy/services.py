@@ -18,6 +18,7 @@ from bgpd.policy.addresses import _MAX_TEXT, _host_prefix, _Invalid, host_prefix
 from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
 from bgpd.policy.claims import CLUSTER_IP, EXTERNAL_IP, LOAD_BALANCER_IP, Claim, pool_verdict
 from bgpd.policy.endpoints import local_and_anywhere
+from bgpd.policy.weights import link_bandwidth
 
 # A full decision judges every address of 20,000 Services here: claims are built with
 # tuple.__new__ (what Claim(...) does, without its Python-level __new__), and the texts
@@ -153,7 +154,9 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                     traffic_policy=traffic_policy, detail=detail)
                 if (reason == _ANNOUNCED and traffic_policy == "Local" and pool is not None
                         and (pool.weighted_ecmp if weighted is None else weighted)):
-                    attrs, detail = _weighted(attrs, detail, endpoints[version][0], config)
+                    bandwidth, why = link_bandwidth(endpoints[version][0], "local endpoint",
+                                                    "", config.weighted_ecmp)
+                    attrs, detail = replace(attrs, link_bandwidth=bandwidth), f"{detail}; {why}"
             claims.append(_claim(Claim, (value, net, use, owner, created, reason, detail,
                                          pool.name if pool else None, attrs, None, key)))
     if limit_problem:
@@ -163,19 +166,6 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
         claims.append(Claim(problem, None, "annotation", owner, created,
                             reasons.BAD_ANNOTATION, problem))
     return tuple(claims)
-
-
-def _weighted(attrs: Attributes, detail: str, local: int, config: Config
-              ) -> tuple[Attributes, str]:
-    """Weighted ECMP: a link bandwidth proportional to this node's local endpoints (capped),
-    which routers such as FRR turn into next-hop weights between the nodes."""
-    w = config.weighted_ecmp
-    count = min(local, w.max_endpoints)
-    bandwidth = count * w.bandwidth_per_endpoint
-    capped = f", capped at weighted_ecmp.max_endpoints {w.max_endpoints}" if local > count else ""
-    return replace(attrs, link_bandwidth=bandwidth), (
-        f"{detail}; link bandwidth {bandwidth} B/s for {local} local endpoint"
-        f"{'' if local == 1 else 's'}{capped}")
 
 
 def _endpoint_gate(net: IPNetwork, svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...],
