@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -157,20 +156,7 @@ def main() -> None:
         stack.callback(shutil.rmtree, workdir, True)
         config, port = workdir / "bgpd.yaml", free_port()
         write_config(config, port)
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "bgpd", "run", "--config", str(config), "--node", NODE,
-             "--kubeconfig", str(cp.kubeconfig), "--netns", node],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-        def stop_agent() -> None:
-            agent.terminate()
-            try:
-                agent.wait(30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-
-        stack.callback(stop_agent)
+        agent = benchlib.start_agent(stack, config, NODE, cp.kubeconfig, node)
         wait_until(lambda: ready(port), READY_TIMEOUT_S, "the agent's first /readyz", agent)
         monitor = ReadyMonitor(port)
         stack.callback(monitor.close)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 
@@ -167,6 +168,32 @@ def emit(result: dict) -> None:
     if isinstance(result.get("machine"), dict):
         result["machine"]["loadavg_1m_end"] = loadavg()
     print(json.dumps(result, separators=(",", ":")), flush=True)
+
+
+AGENT_STOP_TIMEOUT_S = 30.0
+"""SIGTERM to SIGKILL for a bench's agent process."""
+
+
+def start_agent(stack: ExitStack, config: Path, node: str, kubeconfig: Path | str,
+                netns: str) -> subprocess.Popen:
+    """``bgpd run`` for ``node`` with its speaker and kernel side in ``netns``, from this
+    checkout; stopped (SIGTERM, then SIGKILL) when ``stack`` closes."""
+    root = Path(__file__).resolve().parents[1]
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "bgpd", "run", "--config", str(config), "--node", node,
+         "--kubeconfig", str(kubeconfig), "--netns", netns],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+
+    def stop() -> None:
+        agent.terminate()
+        try:
+            agent.wait(AGENT_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+
+    stack.callback(stop)
+    return agent
 
 
 def log(*parts: object) -> None:

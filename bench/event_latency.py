@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import queue
 import random
 import shutil
@@ -251,20 +250,7 @@ def one_run(cp, present: int, tries: int, tag: str, debounce: float | None) -> d
         config = workdir / "bgpd.yaml"
         agent_config(config, debounce)
         started = time.monotonic()
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "bgpd", "run", "--config", str(config), "--node", NODE,
-             "--kubeconfig", str(cp.kubeconfig), "--netns", node],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-        def stop_agent() -> None:
-            agent.terminate()
-            try:
-                agent.wait(30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-
-        stack.callback(stop_agent)
+        agent = benchlib.start_agent(stack, config, NODE, cp.kubeconfig, node)
         deadline = time.monotonic() + CONVERGE_TIMEOUT_S
         while rib_count(router) < present + 1:  # the Services and the pod CIDR
             if time.monotonic() > deadline or agent.poll() is not None:
