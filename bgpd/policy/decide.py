@@ -116,10 +116,20 @@ def _unique(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _changed_keys(current: Mapping, seen: dict) -> list:
+def _changed_keys(current: Mapping, seen: Mapping) -> list:
     """Keys of ``current`` whose value is not the very object ``seen`` holds (new keys
     included), found in C: ``current`` may hold 20,000 entries of which one changed."""
     return list(compress(current, map(is_not, current.values(), map(seen.get, current))))
+
+
+def changed_and_removed(current: Mapping, seen: Mapping) -> tuple[list, set]:
+    """(keys of ``current`` whose value is not the very object ``seen`` holds, new keys
+    included; keys only ``seen`` has). The second is looked for only when the counts say
+    something is gone, so a map where one entry changed costs one pass in C."""
+    keys = _changed_keys(current, seen)
+    added = sum(1 for k in keys if k not in seen)
+    gone = seen.keys() - current.keys() if len(seen) + added > len(current) else set()
+    return keys, gone
 
 
 class Decision:
@@ -412,13 +422,11 @@ class Decider:
                     elif seen.get(key) is not svc:
                         todo.append((key, svc))
             else:
-                keys = _changed_keys(services, seen)
-                added = sum(1 for k in keys if k not in seen)
-                if len(seen) + added > len(services):  # some are gone
-                    for key in seen.keys() - services.keys():
-                        del seen[key]
-                        inputs.pop(key, None)
-                        self._set_source(_SVC + key, (), dirty)
+                keys, gone = changed_and_removed(services, seen)
+                for key in gone:
+                    del seen[key]
+                    inputs.pop(key, None)
+                    self._set_source(_SVC + key, (), dirty)
                 todo = [(k, services[k]) for k in keys]
             self._services = services
         if changed and not first:  # their EndpointSlices changed
@@ -465,25 +473,19 @@ class Decider:
         seen = self._slices_seen
         slices_of = self._slices_of
         changed: set[str] = set()
-        if seen and logged is not None:
+        if not seen:
+            keys = list(slices)
+        elif logged is not None:
             keys = []
             for key in logged:
                 if key in slices:
                     if seen.get(key) is not slices[key]:
                         keys.append(key)
                 elif key in seen:  # deleted
-                    old = seen.pop(key)
-                    changed.add(old.service_key)
-                    slices_of.get(old.service_key, {}).pop(key, None)
+                    changed.add(self._forget_slice(key))
         else:
-            keys = list(slices) if not seen else _changed_keys(slices, seen)
-        if seen and logged is None:
-            added = sum(1 for k in keys if k not in seen)
-            if len(seen) + added > len(slices):  # some are gone
-                for key in seen.keys() - slices.keys():
-                    old = seen.pop(key)
-                    changed.add(old.service_key)
-                    slices_of.get(old.service_key, {}).pop(key, None)
+            keys, gone = changed_and_removed(slices, seen)
+            changed.update(self._forget_slice(key) for key in gone)
         for key in keys:
             sl = slices[key]
             old = seen.get(key)
@@ -499,6 +501,12 @@ class Decider:
                 group[key] = sl
             changed.add(skey)
         return changed
+
+    def _forget_slice(self, key: str) -> str:
+        """Drop a deleted EndpointSlice; returns the key of the Service it belonged to."""
+        old = self._slices_seen.pop(key)
+        self._slices_of.get(old.service_key, {}).pop(key, None)
+        return old.service_key
 
     # ------------------------------------------------------------ per prefix
 
