@@ -15,7 +15,12 @@ For each Pod whose ``spec.nodeName`` is a lab node:
 - Pod status: phase Running, podIP(s), hostIP, conditions Ready / ContainersReady True,
   unless the Pod carries ``lab.bgpd.dev/ready: "false"`` (readiness toggle for tests);
 - on deletion (deletionTimestamp) the namespace goes and the Pod is deleted for good
-  (grace period 0), as a kubelet confirms termination.
+  (grace period 0), as a kubelet confirms termination;
+- heartbeats, as a kubelet's: each node's Lease in ``kube-node-lease`` renewed every
+  ``HEARTBEAT_S``, and its Ready condition set True again whenever someone else (the node
+  lifecycle controller, after an API outage) changed it, or once a ``NODE_STATUS_S``. The
+  lab runs the node lifecycle controller, which turns the agents' NetworkUnavailable
+  condition into the ``node.kubernetes.io/network-unavailable`` taint.
 
 State (one JSON file per realised pod) lives in ``clab-<lab>/kubelet/pods/`` so a restarted
 kubelet adopts what exists.
@@ -53,6 +58,10 @@ EXTERNAL_IPS_ANNOTATION = "bgpd.dev/external-ips"
 FIRST_HOST = 10  # pods get .10 upwards of the node's /24
 WATCH_TIMEOUT_S = 30
 RETRY_S = 1.0
+HEARTBEAT_S = 10.0  # a kubelet's lease renew interval and nodeStatusUpdateFrequency
+LEASE_DURATION_S = 40  # a kubelet's default nodeLeaseDurationSeconds
+NODE_STATUS_S = 60.0  # Ready's lastHeartbeatTime refreshed at least this often
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
 
 def pod_netns(lab: str, node: str, namespace: str, name: str, uid: str) -> str:
@@ -138,6 +147,7 @@ class Kubelet:
         self.pods: dict[str, PodState] = {}
         self.echo: dict[str, Echo] = {}
         self.status_sent: dict[str, str] = {}
+        self.status_beat: dict[str, float] = {}  # node -> monotonic time of the last post
         self._load()
 
     # ------------------------------------------------------------- state
@@ -321,7 +331,49 @@ class Kubelet:
             meta = pod["metadata"]
             log.error("pod %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
 
+    # ------------------------------------------------------------- heartbeats
+
+    def heartbeat(self, node: str) -> None:
+        """Renew the node's Lease (created when missing) and keep its Ready condition True."""
+        now = datetime.now(UTC)
+        spec = {"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_S,
+                "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        try:
+            self.kube.patch(f"{LEASES}/{node}", {"spec": spec})
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            self.kube.create(LEASES, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                      "metadata": {"name": node}, "spec": spec})
+        obj = self.kube.get(f"/api/v1/nodes/{node}")
+        ready = next((c for c in (obj.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready"), {})
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        last = self.status_beat.get(node, 0.0)
+        if ready.get("status") == "True" and time.monotonic() - last < NODE_STATUS_S:
+            return
+        cond = {"type": "Ready", "status": "True", "reason": "LabKubelet",
+                "message": "bgpd lab fake kubelet", "lastHeartbeatTime": stamp}
+        if ready.get("status") != "True":
+            cond["lastTransitionTime"] = stamp
+            log.info("node %s: Ready was %s (%s); setting True", node, ready.get("status"),
+                     ready.get("reason"))
+        # Strategic merge keys conditions by type: the agents' NetworkUnavailable stays.
+        self.kube.patch(f"/api/v1/nodes/{node}/status", {"status": {"conditions": [cond]}},
+                        "strategic")
+        self.status_beat[node] = time.monotonic()
+
+    def heartbeat_forever(self) -> None:
+        while True:
+            for node in self.nodes:
+                try:
+                    self.heartbeat(node)
+                except (OSError, KubeError, ValueError) as exc:
+                    log.warning("heartbeat of %s: %s", node, exc)
+            time.sleep(HEARTBEAT_S)
+
     def run_forever(self) -> None:
+        threading.Thread(target=self.heartbeat_forever, daemon=True, name="heartbeat").start()
         while True:
             try:
                 listing = self.kube.get("/api/v1/pods")

@@ -70,6 +70,12 @@ AUDIT_POLICY = Path(__file__).resolve().parent / "audit-policy.yaml"
 AUDIT_LOG = "audit.log"
 AGENT_MODES = ("process", "container")
 CP_START_ATTEMPTS = 3
+# The node lifecycle controller turns the agents' NetworkUnavailable condition into the
+# node.kubernetes.io/network-unavailable taint; the fake kubelet renews the Nodes' Leases.
+# Its grace period outlasts the e2e suite's 60 s API outage, so the lab's Nodes are not
+# marked unreachable (and their pods NotReady) only because the API server was away.
+LAB_CONTROLLERS = ("node-lifecycle-controller",)
+NODE_MONITOR_GRACE = "180s"
 AGENTS_MODE_ENV = "BGPD_LAB_AGENTS"  # 0/1: start agents or not; process/container: how
 
 
@@ -129,6 +135,15 @@ def rbac_manifest() -> Path:
     return found[0]
 
 
+def network_unavailable_rbac() -> Path:
+    """The optional grant (patch nodes/status) the lab's agents use for
+    ``scheduling.network_unavailable``, applied on purpose as an operator would."""
+    path = REPO / "daemonset" / "optional" / "network-unavailable" / "rbac.yaml"
+    if not path.exists():
+        raise LabError(f"{path} not found")
+    return path
+
+
 def crd_manifest() -> Path:
     """The BGPNodeStatus CRD the agents write their node's status into (daemonset/base/)."""
     path = REPO / "daemonset" / "base" / "bgpnodestatus-crd.yaml"
@@ -173,6 +188,9 @@ def render_agent_config(topo: Topology, node: topo_mod.Node) -> dict:
         # The default drain, said out loud: a cordoned node announces its Service and
         # pod-owned addresses with our ASN prepended 3 times, so tor1 prefers the others.
         "drain": {"cordoned": True, "action": "prepend", "prepend": 3},
+        # The Node's NetworkUnavailable condition is True until its pod CIDR is out to a
+        # peer: the node lifecycle controller's taint keeps new pods off it meanwhile.
+        "scheduling": {"network_unavailable": True},
         "http": {"debug_address": AGENT_DEBUG, "metrics_address": AGENT_METRICS},
         "logging": {"format": "keyvalue", "level": "info"},
     }
@@ -383,7 +401,9 @@ class Lab:
         cpm = _controlplane_module()
         say("starting etcd, kube-apiserver, kube-controller-manager ...")
         for attempt in range(CP_START_ATTEMPTS):
-            cp = cpm.ControlPlane(self.cp_dir, apiserver_args=[
+            cp = cpm.ControlPlane(self.cp_dir, controllers=(
+                *cpm.DEFAULT_CONTROLLERS, *LAB_CONTROLLERS), controller_manager_args=[
+                f"--node-monitor-grace-period={NODE_MONITOR_GRACE}"], apiserver_args=[
                 f"--audit-policy-file={AUDIT_POLICY}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
@@ -411,8 +431,9 @@ class Lab:
         kube = Kube.for_lab(self.dir)
         kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                            "metadata": {"name": "bgpd-system"}})
-        run(str(cp.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), "apply",
-            "-f", str(rbac_manifest()), timeout=60)
+        for manifest in (rbac_manifest(), network_unavailable_rbac()):
+            run(str(cp.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), "apply",
+                "-f", str(manifest), timeout=60)
         # The agents' BGPNodeStatus objects: served before any agent starts writing.
         run(str(cp.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), "apply",
             "-f", str(crd_manifest()), timeout=60)
@@ -650,6 +671,20 @@ class Lab:
             lines.append(f"  drain:  {self.kubectl_path()} --kubeconfig {self.kubeconfig} "
                          "cordon node2   (node2's paths get AS path 64512 x4 at "
                          f"{first_tor}; uncordon to undo)")
+        if "node2" in t.nodes and t.nodes["node2"].labels.get(topo_mod.LABEL_PEER_ASN):
+            # Its ToR shuts node2's session: the agent's NetworkUnavailable and the node
+            # lifecycle controller's taint follow after the gate's debounce.
+            n2 = t.nodes["node2"]
+            tor = next((far for _, far, _ in t.neighbours("node2") if t.nodes[far].is_frr),
+                       None)
+            if tor:
+                lines.append(
+                    f"  scheduling gate:  ip netns exec {t.netns(tor)} vtysh -N "
+                    f"{frr_pathspace(t, tor)} -c 'conf t' -c 'router bgp "
+                    f"{n2.labels[topo_mod.LABEL_PEER_ASN]}' -c 'neighbor "
+                    f"{n2.labels[topo_mod.LABEL_NODE_IP]} shutdown'   (10 s later node2 is "
+                    "NetworkUnavailable and tainted node.kubernetes.io/network-unavailable: "
+                    "kubectl describe node node2; `no neighbor ...` to undo)")
         if self.agents_mode == "container":
             lines.append(f"  agents: containers of {self.containers.image} under runc "
                          f"(runc --root {self.containers.root} list)")

@@ -26,7 +26,14 @@ from pathlib import Path
 import pytest
 
 from bgpd.lab import containers
-from bgpd.lab.runner import AGENT_METRICS, FRR_RUN, HOLD_TIME, REGISTRY, agent_available
+from bgpd.lab.runner import (
+    AGENT_METRICS,
+    FRR_RUN,
+    HOLD_TIME,
+    REGISTRY,
+    agent_available,
+    frr_pathspace,
+)
 from bgpd.lab.system import ProcRecord, netns_list
 
 from .labtools import CLIENT_IP, REPO, SINGLE_TOR, LabHandle, agent_modes, lab_cli, lab_up, wait_for
@@ -41,6 +48,14 @@ SESSION_TIMEOUT = 30  # agent start + BGP session establishment
 ROUTE_TIMEOUT = 20  # a Kubernetes change reaching the ToR's FIB
 MODES = agent_modes("process,container")
 RBAC = REPO / "daemonset" / "base" / "rbac.yaml"
+# Applied by the lab on purpose, as an operator would, for scheduling.network_unavailable.
+NETWORK_UNAVAILABLE_RBAC = REPO / "daemonset" / "optional" / "network-unavailable" / "rbac.yaml"
+NETWORK_UNAVAILABLE_TAINT = "node.kubernetes.io/network-unavailable"
+TOR_ASN = 65000  # router bgp 65000 in lab/single-tor/tor1/frr.conf
+# Session shut to condition True: the agent's debounce (scheduling.debounce_seconds, 10 s)
+# and its 1 s poll, then the lifecycle controller's taint (~1 s); back: tor1's connect
+# timer, the session, the announcement, then the same writer.
+GATE_TIMEOUT = 60
 
 
 def _requirements() -> str | None:
@@ -465,6 +480,62 @@ def test_cordoned_node_stops_attracting_service_traffic_without_loss(lab):
     wait_for(lambda: prefix not in lab.bgp_routes(), ROUTE_TIMEOUT, f"{prefix} withdrawn")
 
 
+def _gate(lab: LabHandle, node: str) -> tuple[dict, list[dict]]:
+    """(node's NetworkUnavailable condition or {}, its network-unavailable taints)."""
+    obj = lab.kube.get(f"/api/v1/nodes/{node}")
+    condition = next((c for c in obj.get("status", {}).get("conditions", [])
+                      if c["type"] == "NetworkUnavailable"), {})
+    taints = [t for t in obj.get("spec", {}).get("taints") or ()
+              if t["key"] == NETWORK_UNAVAILABLE_TAINT]
+    return condition, taints
+
+
+def _available(lab: LabHandle, node: str) -> bool:
+    condition, taints = _gate(lab, node)
+    return condition.get("status") == "False" and "BGP" in condition.get("reason", "") \
+        and not taints
+
+
+def _tor_neighbor(lab: LabHandle, address: str, *, shutdown: bool) -> None:
+    lab.ns_run("tor1", "vtysh", "-N", frr_pathspace(lab.topo, "tor1"),
+               "-c", "configure terminal", "-c", f"router bgp {TOR_ASN}",
+               "-c", f"{'' if shutdown else 'no '}neighbor {address} shutdown")
+
+
+def test_network_unavailable_gates_scheduling_on_bgp(lab):
+    """The lab's agents run with scheduling.network_unavailable and the optional RBAC, and
+    the lab's controller manager runs the node lifecycle controller, which turns the
+    condition into its NoSchedule taint. Shut node2's session at tor1: node2's condition
+    turns True (reason naming BGP) and the taint follows; node1 is untouched; back up,
+    both clear."""
+    victim, bystander = "node2", "node1"
+    address = NODE_IP[victim]
+    wait_for(lambda: _available(lab, victim) and _available(lab, bystander), SESSION_TIMEOUT,
+             "NetworkUnavailable=False and no taint on both nodes")
+    assert POD_CIDR[victim] in _gate(lab, victim)[0]["message"], _gate(lab, victim)
+    t0 = time.monotonic()
+    _tor_neighbor(lab, address, shutdown=True)
+    try:
+        wait_for(lambda: lab.neighbor_state(address) != "Established", SESSION_TIMEOUT,
+                 f"tor1's session with {victim} down")
+
+        def gated() -> bool:
+            assert _available(lab, bystander), _gate(lab, bystander)
+            condition, taints = _gate(lab, victim)
+            return condition.get("status") == "True" and "BGP" in condition["reason"] \
+                and [t["effect"] for t in taints] == ["NoSchedule"]
+
+        wait_for(gated, GATE_TIMEOUT, f"NetworkUnavailable=True and the taint on {victim}")
+        print(f"session shut to condition True and taint: {time.monotonic() - t0:.1f} s")
+    finally:
+        _tor_neighbor(lab, address, shutdown=False)
+    t1 = time.monotonic()
+    wait_for(lambda: _available(lab, victim), GATE_TIMEOUT,
+             f"NetworkUnavailable=False and no taint on {victim} again")
+    print(f"session re-enabled to condition False, no taint: {time.monotonic() - t1:.1f} s")
+    assert _available(lab, bystander), _gate(lab, bystander)
+
+
 def test_agent_graceful_restart_loses_no_packets(lab):
     lab.create_pod("gr-1", "node1")
     try:
@@ -591,13 +662,14 @@ RARELY_USED: dict[tuple[str, str, str, str], str] = {}
 def test_rbac_grants_exactly_what_the_agents_used(lab, request):
     """The lab's API server audits every request of the agents' ServiceAccount
     (bgpd/lab/audit-policy.yaml -> clab-single-tor/audit.log). Compared, as (group,
-    resource, subresource, verb) with resourceNames collapsed, with daemonset/base/rbac.yaml:
+    resource, subresource, verb) with resourceNames collapsed, with daemonset/base/rbac.yaml
+    and the optional network-unavailable grant the lab applies:
     nothing used that is not granted, no request refused (403), no non-resource URL, and -
     when this whole module ran - nothing granted that was never used."""
     audit = used(lab.lab.audit_log)
     assert audit.requests > 0, "no request of the agents' ServiceAccount was audited"
     assert audit.non_resource == [], audit.non_resource
-    grants = granted(RBAC)
+    grants = granted(RBAC) | granted(NETWORK_UNAVAILABLE_RBAC)
     # A 403 is a failure, with one exception: a request the API server answered while it was
     # starting again (test_apiserver_outage_changes_nothing), before /readyz, when its
     # authorizer had not synced the RBAC objects yet, and only for what rbac.yaml grants
