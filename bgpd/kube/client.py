@@ -1,10 +1,11 @@
-"""A thin raw-JSON layer over the official ``kubernetes`` client.
+"""A thin raw-JSON layer over the API server's HTTP.
 
-The client handles kubeconfig / in-cluster credentials (token refresh included), TLS and
-connection pooling; everything else stays raw: responses are bytes for ``json.loads`` and
-watch streams are iterated line by line, so no ``V1Service``-style model is ever built
-(too slow and too big at 20,000 Services: see BASELINES.md). Every failure surfaces as
-``KubeError`` (``GoneError`` for HTTP 410).
+Credentials and TLS come from bgpd/kube/transport.py (urllib3 directly for a
+ServiceAccount, a token or a client certificate; the official ``kubernetes`` client only
+for credentials that need it); everything else stays raw: responses are bytes for
+``json.loads`` and watch streams are iterated line by line, so no ``V1Service``-style
+model is ever built (too slow and too big at 20,000 Services: see BASELINES.md). Every
+failure surfaces as ``KubeError`` (``GoneError`` for HTTP 410).
 """
 
 from __future__ import annotations
@@ -15,18 +16,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import urllib3
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
+from bgpd.kube import transport as transports
 from bgpd.kube.errors import GoneError, KubeError
 from bgpd.kube.jsonstream import CHUNK_BYTES, loads, stream_list
 
 log = logging.getLogger(__name__)
-
-CONNECT_TIMEOUT_S = 10.0
-"""TCP + TLS connect timeout for every request: the API server is on the node's network."""
 
 REQUEST_READ_TIMEOUT_S = 60.0
 """Read timeout of a non-watch request (one list page, an Event POST): generous, since a
@@ -37,13 +32,9 @@ MAX_ERROR_BODY = 4096
 
 
 def _from_exception(exc: BaseException, what: str) -> KubeError:
-    """Translate a client/urllib3/socket failure into a KubeError (GoneError for 410)."""
+    """Translate a urllib3/socket failure into a KubeError."""
     if isinstance(exc, KubeError):
         return exc
-    if isinstance(exc, ApiException):
-        if exc.status == 410:
-            return GoneError(f"{what}: {exc.reason}")
-        return KubeError(f"{what}: HTTP {exc.status} {exc.reason}", status=exc.status or None)
     return KubeError(f"{what}: {type(exc).__name__}: {exc}")
 
 
@@ -59,31 +50,23 @@ def _status_message(body: bytes) -> str:
 
 
 class KubeClient:
-    """Raw GET/POST/PATCH/watch against the API server, credentials from the official client."""
+    """Raw GET/POST/PATCH/watch against the API server."""
 
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
-        self.api = api_client
+    def __init__(self, transport: transports.Transport) -> None:
+        self.transport = transport
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> KubeClient:
         """Client from a kubeconfig file (``None``: $KUBECONFIG or ~/.kube/config)."""
-        try:
-            return cls(k8s_config.new_client_from_config(config_file=path, context=context))
-        except (ConfigException, OSError, ValueError, TypeError) as exc:
-            raise KubeError(f"cannot load kubeconfig {path or '(default)'}: {exc}") from exc
+        return cls(transports.from_kubeconfig(path, context))
 
     @classmethod
     def in_cluster(cls) -> KubeClient:
         """Client from the Pod's ServiceAccount (token re-read as the kubelet rotates it)."""
-        configuration = k8s_client.Configuration()
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except ConfigException as exc:
-            raise KubeError(f"not running in a cluster: {exc}") from exc
-        return cls(k8s_client.ApiClient(configuration))
+        return cls(transports.in_cluster())
 
     def close(self) -> None:
-        self.api.close()
+        self.transport.close()
 
     def request(
         self,
@@ -99,28 +82,7 @@ class KubeClient:
         The body is not read yet: the caller reads it (``.data``) or streams it.
         """
         what = f"{method} {path}"
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        try:
-            _, url, headers, body, _ = self.api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            rest = self.api.call_api(
-                method,
-                url,
-                header_params=headers,
-                body=body,
-                _request_timeout=(CONNECT_TIMEOUT_S, read_timeout),
-            )
-        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise _from_exception(exc, what) from exc
-        resp = rest.response
+        resp = self.transport.send(method, path, query, body, content_type, read_timeout)
         if 200 <= resp.status <= 299:
             return resp
         try:
