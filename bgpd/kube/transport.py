@@ -49,6 +49,13 @@ KEEPALIVE = (30, 15, 9)
 vanished without a FIN is dropped by the kernel after about 165 s, even without our
 read timeout."""
 
+RETRIES = urllib3.Retry(total=3, connect=3, read=1, redirect=0, status=0, other=0,
+                        raise_on_status=False)
+"""A refused or failed connect is tried 3 times, a connection the server dropped while
+idle once more (urllib3 retries reads only for idempotent methods: never a POST or a
+PATCH), as the official client's urllib3 defaults did; no redirect is followed. Beyond
+that the callers back off (watches: up to 20 s, jittered)."""
+
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 DIRECT_CLUSTER_KEYS = frozenset({"server", "certificate-authority",
@@ -114,7 +121,7 @@ class DirectTransport:
                    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE[2])]
         extra = {"server_hostname": server_hostname} if server_hostname else {}
         self.pool = urllib3.PoolManager(num_pools=2, maxsize=POOL_MAXSIZE, ssl_context=context,
-                                        socket_options=options, retries=False, **extra)
+                                        socket_options=options, retries=RETRIES, **extra)
 
     def send(self, method: str, path: str, query: dict[str, Any] | None, body: Any,
              content_type: str, read_timeout: float) -> urllib3.BaseHTTPResponse:
@@ -134,7 +141,7 @@ class DirectTransport:
         try:
             return self.pool.request(
                 method, url, body=data, headers=headers, preload_content=False,
-                redirect=False, retries=False,
+                redirect=False, retries=RETRIES,
                 timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=read_timeout))
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
