@@ -7,6 +7,7 @@ command, so many prefixes that share attributes and next hop go into one
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -37,6 +38,11 @@ class PeerTarget:
     next_hop_ipv6: str | None = None  # for IPv6 prefixes when the session runs over IPv4
     local_asn: int = 0  # ours: what a less-preferred announcement repeats in its AS path
 
+    @functools.cached_property
+    def local_version(self) -> int | None:
+        """4 or 6 for ``local_address``: parsed once, not once per route."""
+        return ipaddress.ip_address(self.local_address).version if self.local_address else None
+
 
 @dataclass(frozen=True)
 class Command:
@@ -60,9 +66,8 @@ def _next_hop_for(ann: Announcement, target: PeerTarget) -> str:
         return ann.next_hop
     # An explicit next hop equal to the session's local address is what "self" means, and
     # it spares ExaBGP its slow "self" path (a deepcopy per route, see BASELINES.md).
-    if target.local_address:
-        if ipaddress.ip_address(target.local_address).version == ann.prefix.version:
-            return target.local_address
+    if target.local_address and target.local_version == ann.prefix.version:
+        return target.local_address
     if ann.prefix.version == 6 and target.next_hop_ipv6:
         return target.next_hop_ipv6
     return NEXT_HOP_SELF
@@ -127,11 +132,23 @@ class DesiredIndex:
     def view(self, target: PeerTarget, prefixes: Iterable[IPNetwork] | None = None) -> View:
         """``target``'s routes for ``prefixes`` (all by default)."""
         out: View = {}
+        # What resolve() makes of a route depends only on its attributes, next hop and IP
+        # version: resolved once per such shape, not once per route (100,000 routes share
+        # a handful of shapes).
+        shapes: dict[tuple, tuple[Attributes, str] | None] = {}
         for prefix in self.by_prefix if prefixes is None else prefixes:
             ann = self.chosen(prefix)
-            resolved = resolve(ann, target) if ann is not None else None
-            if resolved is not None:
-                out[prefix] = resolved
+            if ann is None:
+                continue
+            key = (ann.attributes, ann.next_hop, prefix.version)
+            try:
+                shape = shapes[key]
+            except KeyError:
+                resolved = resolve(ann, target)
+                shape = shapes[key] = (None if resolved is None
+                                       else (resolved.attributes, resolved.next_hop))
+            if shape is not None:
+                out[prefix] = Announcement(prefix, shape[0], shape[1])
         return out
 
 

@@ -88,6 +88,7 @@ class Speaker:
         # End-of-RIB, goes to a peer (a graceful-restart peer would flush what it kept of us).
         self._desired: frozenset[Announcement] | None = None
         self._index = DesiredIndex()  # the writer thread's own: no lock needed
+        self._changed_early: set = set()  # indexed before ExaBGP's API was connected
         self._peers = {p.address: PeerState.for_peer(bgp, p, self.import_config)
                        for p in bgp.peers}
         self._counters = {"commands_sent": 0, "commands_refused": 0, "exabgp_exits": 0}
@@ -503,6 +504,12 @@ class Speaker:
             else:
                 st.refused.pop(prefix, None)
 
+    def _index_early(self) -> None:
+        with self._lock:
+            desired = self._desired
+        if desired is not None:
+            self._changed_early |= self._index.update(desired)
+
     def _plan(self, full: bool) -> list[tuple[PeerState, int, list[Command]]]:
         with self._lock:
             desired = self._desired
@@ -510,7 +517,8 @@ class Speaker:
             # The agent has not said what it wants yet: a peer that is up keeps needs_refresh
             # and gets its whole view (and End-of-RIB) once it has.
             return []
-        changed = self._index.update(desired)
+        changed = self._index.update(desired) | self._changed_early
+        self._changed_early = set()
         work = []
         with self._lock:
             for st in self._peers.values():
@@ -554,6 +562,9 @@ class Speaker:
     def _reconcile_once(self, full: bool = False) -> None:
         conn = self._api.current if self._api is not None else None
         if conn is None:
+            # ExaBGP's API is not connected yet: index the desired set now, so the first
+            # session's full view does not wait for it (0.3-0.7 s at 100,000 routes).
+            self._index_early()
             return
         for st, epoch, cmds in self._plan(full):
             for cmd in cmds:

@@ -62,6 +62,10 @@ def test_the_patch_is_applied_in_a_fresh_interpreter_and_only_once():
         "assert not hasattr(C.inject_change.__wrapped__, '__wrapped__')\n"
         "from exabgp.reactor.peer import Peer\n"
         "assert not hasattr(Peer.teardown.__wrapped__, '__wrapped__')\n"
+        "from exabgp.reactor.asynchronous import ASYNC\n"
+        f"assert ASYNC.LIMIT == {exabgp_main.COMMAND_STEPS_PER_ROUND}\n"
+        "from exabgp.configuration.core.tokeniser import Tokeniser\n"
+        "assert not hasattr(Tokeniser.set_api.__wrapped__, '__wrapped__')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -82,3 +86,110 @@ def test_only_a_max_prefixes_teardown_drops_graceful_restart(code, graceful):
     patched(peer, code)
     assert calls == [(code, True)]
     assert peer.neighbor["capability"]["graceful-restart"] == graceful
+
+
+# ------------------------------------------------------------------ bulk-load patches
+
+API_LINE = (
+    "neighbor 10.255.0.1 announce attributes next-hop 10.255.0.2 origin igp community "
+    "[ 65000:1 65000:2 ] as-path [ 64512 64512 ] extended-community [ bandwidth:0:125000 ] "
+    "nlri 198.51.100.1/32 198.51.100.2/32 ;"
+)
+
+
+def _exabgp_words(line: str) -> list:
+    """What ExaBGP's own tokeniser makes of ``line``: its statements, each a word list."""
+    from exabgp.configuration.core.tokeniser import Tokeniser
+
+    tokeniser = Tokeniser.__new__(Tokeniser)
+    try:
+        return list(Tokeniser._tokenise(tokeniser, iter([line])))
+    except ValueError as exc:
+        return [f"ValueError: {exc}"]
+
+
+def _fast_words(line: str) -> tuple[list, list]:
+    tokeniser = SimpleNamespace(line="")
+    lines = []
+    out = []
+    for words in exabgp_main._api_statements(tokeniser, line):
+        out.append(list(words))
+        lines.append(tokeniser.line)
+    return out, lines
+
+
+def _takes_fast_path(line: str) -> bool:
+    calls = []
+    patched = exabgp_main._fast_api_tokeniser(lambda self, ln: calls.append(ln))
+    tokeniser = SimpleNamespace(_set=lambda gen: list(gen))
+    patched(tokeniser, line)
+    return not calls
+
+
+def test_the_fast_tokeniser_splits_our_lines_as_exabgp_does():
+    assert _takes_fast_path(API_LINE)
+    words, lines = _fast_words(API_LINE)
+    assert words == _exabgp_words(API_LINE)
+    assert lines == ["".join(w) for w in words]
+    assert words[0][-3:] == ["198.51.100.1/32", "198.51.100.2/32", ";"]
+
+
+@pytest.mark.parametrize("line", [
+    'neighbor 10.0.0.1 announce route 10.0.0.0/24 next-hop 10.0.0.2 community "a b" ;',
+    "neighbor 10.0.0.1 announce route 10.0.0.0/24 next-hop 10.0.0.2 # comment ;",
+    "neighbor 10.0.0.1 announce route 10.0.0.0/24 next-hop 10.0.0.2 \\t;",
+    "neighbor 10.0.0.1 announce route 10.0.0.0/24 next-hop 10.0.0.2",
+])
+def test_lines_with_quotes_comments_escapes_or_no_end_take_exabgps_path(line):
+    assert not _takes_fast_path(line)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = pytest.importorskip("hypothesis.strategies")
+
+
+@hypothesis.settings(max_examples=3000, deadline=None)
+@hypothesis.given(st.text(alphabet="ab1:./- \t\r\n,[];{}\x0b\u00a0", max_size=60),
+                  st.sampled_from([";", " ;", "}", " { ", "; \n", "{"]))
+def test_the_fast_tokeniser_equals_exabgps_on_any_line_it_takes(body, end):
+    line = body + end
+    if not _takes_fast_path(line):
+        return
+    words, lines = _fast_words(line)
+    assert words == _exabgp_words(line)
+    assert lines == ["".join(w) for w in words]
+
+
+def test_presorting_nlris_keeps_exabgps_order():
+    import random
+
+    from exabgp.bgp.message import Action
+    from exabgp.bgp.message.update.nlri.cidr import CIDR
+    from exabgp.bgp.message.update.nlri.inet import INET
+    from exabgp.bgp.message.update.nlri.nlri import NLRI
+    from exabgp.protocol.family import AFI, SAFI
+    from exabgp.protocol.ip import IP
+
+    rng = random.Random(7)
+    nlris = []
+    for _ in range(2000):
+        nlri = INET(AFI.ipv4, SAFI.unicast, Action.ANNOUNCE)
+        address = ".".join(str(rng.randint(0, 255)) for _ in range(4))
+        nlri.cidr = CIDR(IP.pton(address), rng.choice([16, 24, 32, 32]))
+        nlris.append(nlri)
+    nlris += nlris[:50]  # equal keys: both sorts keep their first-seen order
+    seen = []
+    patched = exabgp_main._presorted_nlris(lambda self, neg: seen.append(sorted(self.nlris)),
+                                           NLRI.__lt__)
+    update = SimpleNamespace(nlris=list(nlris))
+    patched(update, None)
+    assert [id(n) for n in update.nlris] == [id(n) for n in sorted(nlris)]
+    assert [id(n) for n in seen[0]] == [id(n) for n in sorted(nlris)]
+
+
+def test_the_reactor_does_not_sleep_while_commands_wait():
+    calls = []
+    patched = exabgp_main._no_sleep_while_commands_wait(lambda self, t: calls.append(t))
+    patched(SimpleNamespace(asynchronous=SimpleNamespace(_async=[("uid", iter(()))])), 1)
+    patched(SimpleNamespace(asynchronous=SimpleNamespace(_async=[])), 1)
+    assert calls == [0, 1]

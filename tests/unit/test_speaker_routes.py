@@ -155,3 +155,28 @@ def test_the_link_bandwidth_goes_out_as_an_extended_community():
     weighted = ann("198.51.100.7/32", Attributes(link_bandwidth=375000))
     (line,) = [c.line for c in commands("10.0.0.1", [resolve(weighted, EBGP)], [])]
     assert "extended-community [ bandwidth:0:375000 ]" in line
+
+
+@pytest.mark.parametrize("target", [EBGP, IBGP, NO_LOCAL, DUAL, V4_ONLY],
+                         ids=["ebgp", "ibgp", "no local address", "dual", "ipv4 only"])
+def test_a_view_resolves_each_route_as_resolve_does(target):
+    """view() resolves once per (attributes, next hop, IP version): for any mix of those,
+    it must equal resolving every route on its own."""
+    import random
+
+    rng = random.Random(11)
+    shapes = [NO_ATTRIBUTES, RICH, Attributes(prepend=3), Attributes(local_pref=50),
+              Attributes(link_bandwidth=125000, communities=("65000:9",))]
+    routes = set()
+    for i in range(600):
+        v6 = rng.random() < 0.3
+        prefix = f"fd00:{i:x}::/64" if v6 else f"10.{i // 256}.{i % 256}.0/24"
+        hop = rng.choice([None, None, "fd00::9" if v6 else "10.0.0.9"])
+        routes.add(ann(prefix, rng.choice(shapes), hop))
+    index = DesiredIndex()
+    index.update(frozenset(routes))
+    expected = {r.prefix: resolve(r, target) for r in routes}
+    assert index.view(target) == {p: a for p, a in expected.items() if a is not None}
+    some = [r.prefix for r in list(routes)[:50]]
+    assert index.view(target, some) == {p: expected[p] for p in some
+                                        if expected[p] is not None}
