@@ -18,7 +18,7 @@ import pwd
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import bgpd
@@ -32,9 +32,11 @@ from bgpd.speaker.process import Supervisor
 from bgpd.speaker.received import OWN_RESTART_KEEP_SECONDS, Refused, family
 from bgpd.speaker.render import SpeakerSettings, render_config, render_environment
 from bgpd.speaker.routes import (
+    MAX_PREFIXES_PER_COMMAND,
     TOO_BIG,
     Command,
     DesiredIndex,
+    PeerTarget,
     commands,
     diff,
     diff_prefixes,
@@ -52,6 +54,9 @@ ROUND_TIMEOUT = 600.0  # one writer round (a full table to a peer) may take this
 # An ExaBGP error line this recent is taken as the reason for the command it refused.
 ERROR_REASON_WINDOW = 5.0
 SYNC_POLL = 0.01
+# A session's whole view is resolved and sent this many prefixes at a time: ExaBGP gets
+# its first lines after a few milliseconds instead of after the whole table.
+REFRESH_SLICE = 4 * MAX_PREFIXES_PER_COMMAND
 STOP_WITHDRAW_TIMEOUT = 30.0
 CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
 # ExaBGP for the speaker: an interpreter without the agent's file capability, if the image
@@ -510,7 +515,7 @@ class Speaker:
         if desired is not None:
             self._changed_early |= self._index.update(desired)
 
-    def _plan(self, full: bool) -> list[tuple[PeerState, int, list[Command]]]:
+    def _plan(self, full: bool) -> list[tuple[PeerState, int, Iterable[Command]]]:
         with self._lock:
             desired = self._desired
         if desired is None:
@@ -534,13 +539,8 @@ class Speaker:
                     self._refusals(st, st.dirty)
                 if st.needs_refresh:
                     st.needs_refresh = False
-                    view = self._index.view(st.target)
-                    leftover = [a for p, a in st.leftover.items() if p not in view]
+                    cmds = self._refresh_commands(address, st.target, st.leftover)
                     st.leftover = {}
-                    cmds = commands(address, list(view.values()), leftover)
-                    # End-of-RIB only for what the session negotiated: ExaBGP sends one for
-                    # any family it is told, and strict peers reset the session for it.
-                    cmds += [eor_command(address, f) for f in st.target.families]
                 elif full:
                     cmds = commands(address, *diff(self._index.view(st.target), st.announced))
                 else:
@@ -551,13 +551,26 @@ class Speaker:
                         ),
                     )
                 st.dirty = set()
-                for cmd in cmds:
-                    for ann in cmd.refused:
-                        st.refused[ann.prefix] = TOO_BIG
-                cmds = [c for c in cmds if c.line]
                 if cmds:
                     work.append((st, st.epoch, cmds))
         return work
+
+    def _refresh_commands(self, address: str, target: PeerTarget,
+                          leftover: dict[IPNetwork, Announcement]) -> Iterator[Command]:
+        """A session's whole view, resolved and written a slice at a time while it is sent,
+        outside the lock: ExaBGP starts on the first lines while the rest is still being
+        resolved (100,000 routes take about a second), and the agent is not held up."""
+        sent: set[IPNetwork] = set()
+        prefixes = list(self._index.by_prefix)
+        for start in range(0, len(prefixes), REFRESH_SLICE):
+            view = self._index.view(target, prefixes[start : start + REFRESH_SLICE])
+            sent.update(view)
+            yield from commands(address, list(view.values()), [])
+        yield from commands(address, [], [a for p, a in leftover.items() if p not in sent])
+        # End-of-RIB only for what the session negotiated: ExaBGP sends one for any family
+        # it is told, and strict peers reset the session for it.
+        for fam in target.families:
+            yield eor_command(address, fam)
 
     def _reconcile_once(self, full: bool = False) -> None:
         conn = self._api.current if self._api is not None else None
@@ -571,6 +584,10 @@ class Speaker:
                 with self._lock:
                     if st.epoch != epoch:
                         break  # the session went down: its next "up" starts a new round
+                    for ann in cmd.refused:
+                        st.refused[ann.prefix] = TOO_BIG
+                if not cmd.line:
+                    continue  # refused: never handed to ExaBGP
                 if conn.send(cmd.line, functools.partial(self._on_reply, st, epoch, cmd)) is None:
                     return  # ExaBGP went away; the reconnect resets and replays
                 with self._lock:

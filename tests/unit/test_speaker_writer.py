@@ -414,3 +414,45 @@ def test_wider_import_rules_ask_the_peer_again():
     sp.set_import_config(ImportConfig(allow=(PrefixRule(ipaddress.ip_network("0.0.0.0/0"), 0,
                                                         32),), max_prefixes=10))
     assert conn.take() == [f"neighbor {PEER} announce route-refresh ipv4 unicast"]
+
+
+def test_a_large_refresh_is_sent_in_slices_every_route_once_then_withdrawals_then_eor():
+    """A view larger than REFRESH_SLICE goes out slice by slice while it is resolved: every
+    desired route exactly once, a route of the last session no longer desired withdrawn
+    after every announcement, End-of-RIB last; and the first line leaves before the last
+    slice is resolved."""
+    from bgpd.speaker import speaker as speaker_mod
+
+    sp, conn, _ = make_speaker()
+    n = 2 * speaker_mod.REFRESH_SLICE + 7
+    routes = {ann(f"10.{i // 256}.{i % 256}.0/24", med=i % 3) for i in range(n)}
+    sp.set_desired(routes | {ann("10.200.0.0/24")})
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    sp._on_line(conn, state_line("down", "reset"))
+    sp.set_desired(routes)
+    sp._reconcile_once()
+    conn.take()
+    resolved_before_first_line = []
+    view = sp._index.view
+
+    def counting_view(target, prefixes=None):
+        resolved_before_first_line.append(len(conn.lines) == 0)
+        return view(target, prefixes)
+
+    sp._index.view = counting_view
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    lines = conn.take()
+    announced = [p for line in lines if " announce attributes " in line
+                 for p in line.split(" nlri ")[1].split()]
+    assert sorted(announced) == sorted(str(r.prefix) for r in routes)
+    assert len(announced) == len(set(announced)) == n
+    withdrawn = [i for i, line in enumerate(lines) if " withdraw " in line]
+    assert [lines[i].split(" nlri ")[1] for i in withdrawn] == ["10.200.0.0/24"]
+    last_announce = max(i for i, line in enumerate(lines) if " announce attributes " in line)
+    assert withdrawn[0] > last_announce
+    assert lines[-1] == f"neighbor {PEER} announce eor ipv4 unicast"
+    assert resolved_before_first_line.count(True) == 1, resolved_before_first_line
+    assert len(resolved_before_first_line) == 3
+    assert sp.in_sync()
