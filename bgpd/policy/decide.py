@@ -64,7 +64,7 @@ from bgpd.policy.claims import (
 )
 from bgpd.policy.drain import drain_trigger, less_preferred, withdraws
 from bgpd.policy.pods import node_claims, pod_claims
-from bgpd.policy.services import service_claims
+from bgpd.policy.services import clear_plain_verdicts, service_claims
 from bgpd.policy.weights import link_bandwidth
 
 # Source keys order the claims: the node first, then pods, then Services, each by name.
@@ -761,6 +761,7 @@ def _trim_caches(live: int) -> None:
     if addresses._host_prefix.cache_info().currsize > 2 * live + CACHE_SLACK:
         addresses._host_prefix.cache_clear()
         claim_rules._pool_verdict.cache_clear()
+        clear_plain_verdicts()
 
 
 def decide(snapshot: Snapshot, config: Config, node_name: str) -> Decision:

@@ -57,6 +57,142 @@ def _cluster_ip_versions(svc: ServiceInfo) -> frozenset[int]:
 def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node: str,
                    config: Config, ns_labels: Mapping[str, str] | None = None
                    ) -> tuple[Claim, ...]:
+    cluster_ips = svc.cluster_ips
+    kind = svc.type
+    if (svc.annotations or svc.problems or not cluster_ips or cluster_ips[0] == "None"
+            or kind == "ExternalName"):
+        return general_claims(svc, slices, node, config, ns_labels)
+    # A plain Service (see _PlainVerdicts): general_claims() with what the address, its use
+    # and the config decide looked up, and the Service's own checks (namespace, family,
+    # endpoints) made here.
+    verdicts = _plain
+    if verdicts.config is not config:
+        verdicts = _plain_verdicts(config)
+    owner = f"service/{svc.namespace}/{svc.name}"  # f"service/{svc.key}"
+    created = svc.created
+    external_policy = svc.external_traffic_policy
+    require_ready = config.advertise.require_ready_endpoint
+    endpoints: dict[int, tuple[int, bool]] | None = None
+    claims = []
+    for use, values, table, traffic_policy in (
+            (CLUSTER_IP, cluster_ips, verdicts.cluster_ip, svc.internal_traffic_policy),
+            (EXTERNAL_IP, svc.external_ips, verdicts.external_ip, external_policy),
+            (LOAD_BALANCER_IP, svc.lb_ips if kind == "LoadBalancer" else (),
+             verdicts.load_balancer_ip, external_policy)):
+        for value in values:
+            try:
+                entry = table.get(value)
+            except TypeError:  # unhashable junk: general_claims() says what is wrong
+                entry = None
+            if entry is None:
+                entry = verdicts.judge(table, value, use)
+                if entry is None:  # not an address: the general path, with its reason
+                    return general_claims(svc, slices, node, config, ns_labels)
+            net, key, version, pool, pool_name, reason, detail, attrs, restricted = entry
+            if reason == _ANNOUNCED:  # the Service's own checks, in general_claims' order
+                if restricted and not pool.admits(svc.namespace, ns_labels):
+                    reason, detail = reasons.NAMESPACE_FORBIDDEN, (
+                        f"pool {pool_name!r} does not admit namespace {svc.namespace!r}")
+                # The first ClusterIP's family, when it matches, answers at once (every
+                # ClusterIP was looked up above, so each is an address).
+                elif (use != CLUSTER_IP and (":" in cluster_ips[0]) != (version == 6)
+                      and version not in _cluster_ip_versions(svc)):
+                    reason, detail = reasons.WRONG_FAMILY, (
+                        f"the Service has no IPv{version} ClusterIP, so kube-proxy does "
+                        f"not forward its IPv{version} addresses")
+                elif require_ready or traffic_policy == "Local":
+                    if endpoints is None:
+                        endpoints = {}
+                    reason, detail = _endpoint_gate(
+                        net, svc, slices, node, endpoints, local=traffic_policy == "Local",
+                        traffic_policy=traffic_policy, detail=detail)
+                    if (reason == _ANNOUNCED and traffic_policy == "Local"
+                            and pool.weighted_ecmp):
+                        bandwidth, why = link_bandwidth(endpoints[version][0],
+                                                        "local endpoint", "",
+                                                        config.weighted_ecmp)
+                        attrs = replace(attrs, link_bandwidth=bandwidth)
+                        detail = f"{detail}; {why}"
+            claims.append(_claim(Claim, (value, net, use, owner, created, reason, detail,
+                                         pool_name, attrs, None, key)))
+    return tuple(claims)
+
+
+class _PlainVerdicts:
+    """What one config says to an address of a plain Service, per use: most Services carry
+    no annotation of ours and no problem, and are neither headless nor ExternalName. Then
+    a claim's verdict depends only on the address, its use and the config, up to three
+    checks of the Service's own (its namespace against the pool, its ClusterIP family, its
+    endpoints). A full decision looks up 40,000 addresses: one dict lookup each, instead
+    of the parse and pool caches (each builds and hashes a key tuple) and the per-Service
+    branches of general_claims().
+
+    Entries: (prefix, key, IP version, pool, pool name, reason, detail, attributes,
+    whether the pool admits only some namespaces). Only addresses that parse are kept, at
+    most PLAIN_TABLE_SIZE a use (then the table starts again); decide._trim_caches empties
+    them with the parse cache.
+    """
+
+    __slots__ = ("config", "cluster_ip", "external_ip", "load_balancer_ip", "_enabled")
+
+    def __init__(self, config: Config | None) -> None:
+        self.config = config
+        self.cluster_ip: dict[str, tuple] = {}
+        self.external_ip: dict[str, tuple] = {}
+        self.load_balancer_ip: dict[str, tuple] = {}
+        adv = config.advertise if config is not None else None
+        self._enabled = {CLUSTER_IP: adv is not None and adv.cluster_ips,
+                         EXTERNAL_IP: adv is not None and adv.external_ips,
+                         LOAD_BALANCER_IP: adv is not None and adv.load_balancer_ips}
+
+    def judge(self, table: dict[str, tuple], value: object, use: str) -> tuple | None:
+        """The entry for ``value`` (kept in ``table``), None if it is not an address."""
+        if not isinstance(value, str) or len(value) > _MAX_TEXT:
+            return None
+        try:
+            net, key, _ = _host_prefix(value)
+        except _Invalid:
+            return None
+        version = 6 if ":" in key else 4
+        if not self._enabled[use]:
+            entry: tuple = (net, key, version, None, None, reasons.DISABLED, _OFF[use],
+                            NO_ATTRIBUTES, False)
+        else:
+            assert self.config is not None
+            pool, reason, detail = pool_verdict(key, use, self.config.pools)
+            if pool is None:
+                entry = (net, key, version, None, None, reason, detail, NO_ATTRIBUTES, False)
+            else:
+                entry = (net, key, version, pool, pool.name, reason, detail, pool.attributes,
+                         not pool.shared)
+        if len(table) >= PLAIN_TABLE_SIZE:
+            table.clear()
+        table[value] = entry
+        return entry
+
+
+PLAIN_TABLE_SIZE = 1 << 16
+_plain = _PlainVerdicts(None)
+
+
+def _plain_verdicts(config: Config) -> _PlainVerdicts:
+    """The tables for ``config`` (a new config starts empty ones: one swap, so a decision
+    never mixes two configs' tables)."""
+    global _plain
+    _plain = _PlainVerdicts(config)
+    return _plain
+
+
+def clear_plain_verdicts() -> None:
+    global _plain
+    _plain = _PlainVerdicts(None)
+
+
+def general_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node: str,
+                   config: Config, ns_labels: Mapping[str, str] | None = None
+                   ) -> tuple[Claim, ...]:
+    """service_claims() for any Service (annotations, problems, headless, ExternalName,
+    addresses that do not parse); the plain Services' path must agree with it."""
     owner = f"service/{svc.namespace}/{svc.name}"  # f"service/{svc.key}"
     created = svc.created
     prefix = config.annotation_prefix
