@@ -461,7 +461,13 @@ class Decider:
         """Judge every Service when none has been judged yet: the loop above and
         _set_source() in one, without what only a change needs (there are no earlier
         inputs to compare and no earlier claims to take back: every Service source is new).
-        A full decision does this 20,000 times, so it is kept to few steps a Service."""
+        A full decision does this 20,000 times, so it is kept to few steps a Service.
+
+        Unless the node drains, a prefix that no one claims but this Service is settled
+        here, as _settle_all() would settle one claim (no contest, no route, no note),
+        instead of being marked dirty: nothing was announced for it unless something
+        earlier in this decision took its claims back, and then it is dirty already and
+        settled again. A second claim on it marks it dirty, to be settled with the others."""
         self._services_seen.update(services)
         slices_of = self._slices_of
         inputs = self._svc_inputs
@@ -469,6 +475,8 @@ class Decider:
         by_prefix = self._by_prefix
         rejecting = self._rejecting
         n_claims = 0
+        settle_here = not self._drain[0]
+        ann = self._ann_writable() if settle_here else {}
         for key, svc in services.items():
             group = slices_of.get(key)
             if not group:
@@ -493,6 +501,10 @@ class Decider:
                         holders = by_prefix.get(prefix)
                         if holders is None:
                             by_prefix[prefix] = {source: (c,)}
+                            if settle_here:
+                                if c.reason == _ANNOUNCED:
+                                    ann[prefix] = _announcement(c.prefix, c.attributes)
+                                continue
                         else:  # pods claim it too, or this Service twice
                             holders[source] = holders.get(source, ()) + (c,)
                         dirty.add(prefix)

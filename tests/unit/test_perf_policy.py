@@ -457,3 +457,47 @@ def test_the_plain_tables_are_bounded_and_emptied_with_the_caches(monkeypatch):
                         lambda: type("Info", (), {"currsize": 10**9})())
     _trim_caches(0)
     assert services._plain.config is None and not services._plain.external_ip
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_full_decision_agrees_with_one_reached_service_by_service(seed):
+    """A fresh Decider judges every Service in one pass (Decider._judge_all_services) and
+    settles there the prefixes no one else claims; a Decider that saw the Services arrive
+    a few at a time takes the incremental path (_decide_services, _set_source, _settle).
+    Both must say the same: pods and Services on the same addresses, drains included."""
+    rnd = random.Random(1000 + seed)
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE_CONFIG.items()}
+    raw["drain"] = {"action": rnd.choice(["prepend", "med", "withdraw"])}
+    cfg = _config(rnd) if rnd.random() < 0.5 else parse_config(raw)
+    nss = ["a", "b", "c"]
+    services = [_service(rnd, rnd.choice(nss), f"s{i}") for i in range(rnd.randint(1, 30))]
+    services = list({s.key: s for s in services}.values())
+    slices = {}
+    for i in range(rnd.randint(0, 30)):
+        sl = _slice(rnd, rnd.choice(nss), f"e{i}", f"s{rnd.randint(0, 30)}")
+        slices[sl.key] = sl
+    pods = {}
+    for i in range(rnd.randint(0, 4)):
+        p = _pod(rnd, rnd.choice(nss), f"p{i}")
+        pods[p.key] = p
+    namespaces = {ns: NamespaceInfo(ns, rnd.choice([{}, {"team": "a"}])) for ns in nss}
+    node = _node(rnd)
+    if rnd.random() < 0.3:
+        node = dataclasses.replace(node, unschedulable=True)  # drains
+    others = rnd.choice([None, True, False])
+
+    def snap(svcs):
+        return Snapshot(node=node, pods=pods, services={s.key: s for s in svcs},
+                        endpoint_slices=slices, namespaces=namespaces)
+
+    full = Decider().decide(snap(services), cfg, NODE, others)
+    stepwise = Decider()
+    order = rnd.sample(services, len(services))
+    cut = 1
+    while True:
+        got = stepwise.decide(snap(order[:cut]), cfg, NODE, others)
+        if cut >= len(order):
+            break
+        cut += rnd.randint(1, 5)
+    assert _outcome(full, rnd.random() < 0.5) == _outcome(got, rnd.random() < 0.5)
+    assert full.notes == got.notes and full.drain == got.drain
