@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bgpd.config import Config, LimitsConfig, Pool
-from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, IPNetwork, ServiceInfo
+from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, ServiceInfo
 from bgpd.policy import annotations as ann
 from bgpd.policy import reasons
 from bgpd.policy.addresses import _MAX_TEXT, _host_prefix, _Invalid, host_prefix
@@ -70,15 +70,13 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
         verdicts = _plain_verdicts(config)
     owner = f"service/{svc.namespace}/{svc.name}"  # f"service/{svc.key}"
     created = svc.created
-    external_policy = svc.external_traffic_policy
-    require_ready = config.advertise.require_ready_endpoint
     endpoints: dict[int, tuple[int, bool]] | None = None
     claims = []
-    for use, values, table, traffic_policy in (
-            (CLUSTER_IP, cluster_ips, verdicts.cluster_ip, svc.internal_traffic_policy),
-            (EXTERNAL_IP, svc.external_ips, verdicts.external_ip, external_policy),
-            (LOAD_BALANCER_IP, svc.lb_ips if kind == "LoadBalancer" else (),
-             verdicts.load_balancer_ip, external_policy)):
+    cluster_table, external_table, lb_table = verdicts.tables
+    for use, values, table in (
+            (CLUSTER_IP, cluster_ips, cluster_table),
+            (EXTERNAL_IP, svc.external_ips, external_table),
+            (LOAD_BALANCER_IP, svc.lb_ips if kind == "LoadBalancer" else (), lb_table)):
         for value in values:
             try:
                 entry = table.get(value)
@@ -90,6 +88,8 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                     return general_claims(svc, slices, node, config, ns_labels)
             net, key, version, pool, pool_name, reason, detail, attrs, restricted = entry
             if reason == _ANNOUNCED:  # the Service's own checks, in general_claims' order
+                traffic_policy = (svc.internal_traffic_policy if use == CLUSTER_IP
+                                  else svc.external_traffic_policy)
                 if restricted and not pool.admits(svc.namespace, ns_labels):
                     reason, detail = reasons.NAMESPACE_FORBIDDEN, (
                         f"pool {pool_name!r} does not admit namespace {svc.namespace!r}")
@@ -100,14 +100,13 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                     reason, detail = reasons.WRONG_FAMILY, (
                         f"the Service has no IPv{version} ClusterIP, so kube-proxy does "
                         f"not forward its IPv{version} addresses")
-                elif require_ready or traffic_policy == "Local":
+                elif verdicts.require_ready or traffic_policy == "Local":
                     if endpoints is None:
                         endpoints = {}
-                    reason, detail = _endpoint_gate(
-                        net, svc, slices, node, endpoints, local=traffic_policy == "Local",
-                        traffic_policy=traffic_policy, detail=detail)
-                    if (reason == _ANNOUNCED and traffic_policy == "Local"
-                            and pool.weighted_ecmp):
+                    local = traffic_policy == "Local"
+                    reason, detail = _endpoint_gate(version, svc, slices, node, endpoints,
+                                                    local, traffic_policy, detail)
+                    if reason == _ANNOUNCED and local and pool.weighted_ecmp:
                         bandwidth, why = link_bandwidth(endpoints[version][0],
                                                         "local endpoint", "",
                                                         config.weighted_ecmp)
@@ -133,14 +132,14 @@ class _PlainVerdicts:
     them with the parse cache.
     """
 
-    __slots__ = ("config", "cluster_ip", "external_ip", "load_balancer_ip", "_enabled")
+    __slots__ = ("config", "tables", "require_ready", "_enabled")
 
     def __init__(self, config: Config | None) -> None:
         self.config = config
-        self.cluster_ip: dict[str, tuple] = {}
-        self.external_ip: dict[str, tuple] = {}
-        self.load_balancer_ip: dict[str, tuple] = {}
+        # cluster-ip, external-ip, load-balancer-ip: address text -> entry
+        self.tables: tuple[dict[str, tuple], ...] = ({}, {}, {})
         adv = config.advertise if config is not None else None
+        self.require_ready = adv is not None and adv.require_ready_endpoint
         self._enabled = {CLUSTER_IP: adv is not None and adv.cluster_ips,
                          EXTERNAL_IP: adv is not None and adv.external_ips,
                          LOAD_BALANCER_IP: adv is not None and adv.load_balancer_ips}
@@ -285,9 +284,9 @@ def general_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                         f"the Service has no IPv{version} ClusterIP, so kube-proxy does "
                         f"not forward its IPv{version} addresses")
             if reason == _ANNOUNCED and (require_ready or traffic_policy == "Local"):
-                reason, detail = _endpoint_gate(
-                    net, svc, slices, node, endpoints, local=traffic_policy == "Local",
-                    traffic_policy=traffic_policy, detail=detail)
+                reason, detail = _endpoint_gate(version, svc, slices, node, endpoints,
+                                                traffic_policy == "Local", traffic_policy,
+                                                detail)
                 if (reason == _ANNOUNCED and traffic_policy == "Local" and pool is not None
                         and (pool.weighted_ecmp if weighted is None else weighted)):
                     bandwidth, why = link_bandwidth(endpoints[version][0], "local endpoint",
@@ -304,20 +303,20 @@ def general_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
     return tuple(claims)
 
 
-def _endpoint_gate(net: IPNetwork, svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...],
-                   node: str, cache: dict[int, tuple[int, bool]], *, local: bool,
+def _endpoint_gate(version: int, svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...],
+                   node: str, cache: dict[int, tuple[int, bool]], local: bool,
                    traffic_policy: str, detail: str) -> tuple[str, str]:
     """Announce only where kube-proxy has somewhere to send the traffic (see endpoints.py):
     Local policy needs a usable endpoint here, require-ready-endpoint one anywhere."""
-    state = cache.get(net.version)
+    state = cache.get(version)
     if state is None:
-        state = cache[net.version] = local_and_anywhere(svc.ports, slices, net.version)
+        state = cache[version] = local_and_anywhere(svc.ports, slices, version)
     here, anywhere = state
     if local and not here:
         return reasons.NO_LOCAL_ENDPOINT, (
-            f"{traffic_policy} traffic policy and no usable IPv{net.version} endpoint on "
+            f"{traffic_policy} traffic policy and no usable IPv{version} endpoint on "
             f"node {node}")
     if not local and not anywhere:
         return reasons.NO_READY_ENDPOINT, (
-            f"require-ready-endpoint and no usable IPv{net.version} endpoint anywhere")
+            f"require-ready-endpoint and no usable IPv{version} endpoint anywhere")
     return reasons.ANNOUNCED, detail

@@ -451,12 +451,13 @@ def test_the_plain_tables_are_bounded_and_emptied_with_the_caches(monkeypatch):
         svc = ServiceInfo("default", f"s{i}", cluster_ips=("10.96.0.10",),
                           external_ips=(f"198.51.100.{i + 1}",))
         services.service_claims(svc, (), NODE, cfg)
-        assert len(services._plain.external_ip) <= 8
+        assert len(services._plain.tables[1]) <= 8  # external-ip
     assert services._plain.config is cfg
     monkeypatch.setattr(addresses._host_prefix, "cache_info",
                         lambda: type("Info", (), {"currsize": 10**9})())
     _trim_caches(0)
-    assert services._plain.config is None and not services._plain.external_ip
+    assert services._plain.config is None
+    assert not any(services._plain.tables)
 
 
 @pytest.mark.parametrize("seed", range(60))
