@@ -495,20 +495,21 @@ class Decider:
             sources[source] = claims
             n_claims += len(claims)
             for c in claims:  # what _set_source() does for a source that had no claims
-                if c.reason in CONTENDING:
+                reason = c.reason
+                if reason in CONTENDING:
                     prefix = c.key
                     if prefix:
                         holders = by_prefix.get(prefix)
                         if holders is None:
                             by_prefix[prefix] = {source: (c,)}
                             if settle_here:
-                                if c.reason == _ANNOUNCED:
+                                if reason == _ANNOUNCED:
                                     ann[prefix] = _announcement(c.prefix, c.attributes)
                                 continue
                         else:  # pods claim it too, or this Service twice
                             holders[source] = holders.get(source, ()) + (c,)
                         dirty.add(prefix)
-                elif c.reason in _REJECTIONS:
+                elif reason in _REJECTIONS:
                     rejecting.add(source)
         self._n_claims += n_claims
 
@@ -535,7 +536,7 @@ class Decider:
             seen.update(slices)
             slices_of.clear()  # at most emptied groups: every slice in a group is in seen
             for key, sl in slices.items():
-                skey = sl.service_key
+                skey = f"{sl.namespace}/{sl.service_name}"  # sl.service_key, inlined
                 group = slices_of.get(skey)
                 if group is None:
                     slices_of[skey] = {key: sl}
