@@ -23,9 +23,13 @@ Where the time goes, and why it is cheap (bench/policy.py, 20,000 Services):
   no announcement shares the previous one's dict. Nobody writes to a Decision's maps.
 
 A full decision (a fresh Decider: the first round, a config reload) still judges every
-Service: about 12 us each on the 2-core reference machine, in service_claims() and the
-bookkeeping around it; a process's first one also parses every address once (the IPv4
-fast path in addresses.py makes that a third of what ipaddress took).
+Service: about 7-8 us each on the 2-core reference machine (bench/policy.py). Every Service
+is judged in one loop (_judge_all_services) that files its claims directly, settling a
+prefix only it claims on the spot; plain Services (no annotations of ours, the common
+case) look their addresses up in per-config tables (services.py). What is left is mostly
+the objects a decision keeps: two claims, a source entry, a by-prefix entry and an
+Announcement per Service. A process's first decision also parses every address once (the
+IPv4 fast path in addresses.py makes that a third of what ipaddress took).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ from bgpd.policy.claims import (
 )
 from bgpd.policy.drain import drain_trigger, less_preferred, withdraws
 from bgpd.policy.pods import node_claims, pod_claims
-from bgpd.policy.services import service_claims
+from bgpd.policy.services import clear_plain_verdicts, service_claims
 from bgpd.policy.weights import link_bandwidth
 
 # Source keys order the claims: the node first, then pods, then Services, each by name.
@@ -302,9 +306,7 @@ class Decider:
             self._decide_services(services, changed_services, changed_ns, namespaces,
                                   by_label, config, node_name, dirty, logged)
 
-        settle = self._settle
-        for prefix in dirty:
-            settle(prefix)
+        self._settle_all(dirty)
         rejecting = self._rejecting
         if self._winners:  # the losers of a contest are rejected too (conflict)
             by_prefix = self._by_prefix
@@ -408,11 +410,15 @@ class Decider:
         seen = self._services_seen
         inputs = self._svc_inputs
         first = not seen  # nothing judged yet: every Service is new
+        if first and services is not self._services:
+            # Every Service is judged with its current slices and namespace, so what
+            # changed since does not matter.
+            self._services = services
+            self._judge_all_services(services, namespaces, by_label, config, node_name, dirty)
+            return
         todo: list[tuple[str, ServiceInfo]] = []
         if services is not self._services:
-            if first:
-                todo = list(services.items())
-            elif logged is not None:
+            if logged is not None:
                 for key in logged:
                     svc = services.get(key)
                     if svc is None:
@@ -453,6 +459,64 @@ class Decider:
             set_source(_SVC + key, service_claims(
                 svc, slices, node_name, config, ns_info.labels if ns_info else None), dirty)
 
+    def _judge_all_services(self, services: Mapping[str, ServiceInfo],
+                            namespaces: Mapping[str, NamespaceInfo], by_label: bool,
+                            config: Config, node_name: str, dirty: set[str]) -> None:
+        """Judge every Service when none has been judged yet: the loop above and
+        _set_source() in one, without what only a change needs (there are no earlier
+        inputs to compare and no earlier claims to take back: every Service source is new).
+        A full decision does this 20,000 times, so it is kept to few steps a Service.
+
+        Unless the node drains, a prefix that no one claims but this Service is settled
+        here, as _settle_all() would settle one claim (no contest, no route, no note),
+        instead of being marked dirty: nothing was announced for it unless something
+        earlier in this decision took its claims back, and then it is dirty already and
+        settled again. A second claim on it marks it dirty, to be settled with the others."""
+        self._services_seen.update(services)
+        slices_of = self._slices_of
+        inputs = self._svc_inputs
+        sources = self._sources_writable()
+        by_prefix = self._by_prefix
+        rejecting = self._rejecting
+        n_claims = 0
+        settle_here = not self._drain[0]
+        ann = self._ann_writable() if settle_here else {}
+        for key, svc in services.items():
+            group = slices_of.get(key)
+            if not group:
+                slices: tuple[EndpointSliceInfo, ...] = ()
+            elif len(group) == 1:
+                slices = tuple(group.values())
+            else:  # sorted, as in _decide_services
+                slices = tuple(group[k] for k in sorted(group))
+            ns_info = namespaces.get(svc.namespace) if by_label else None
+            inputs[key] = (svc, slices, ns_info)
+            claims = service_claims(svc, slices, node_name, config,
+                                    ns_info.labels if ns_info else None)
+            if not claims:
+                continue
+            source = _SVC + key
+            sources[source] = claims
+            n_claims += len(claims)
+            for c in claims:  # what _set_source() does for a source that had no claims
+                reason = c.reason
+                if reason in CONTENDING:
+                    prefix = c.key
+                    if prefix:
+                        holders = by_prefix.get(prefix)
+                        if holders is None:
+                            by_prefix[prefix] = {source: (c,)}
+                            if settle_here:
+                                if reason == _ANNOUNCED:
+                                    ann[prefix] = _announcement(c.prefix, c.attributes)
+                                continue
+                        else:  # pods claim it too, or this Service twice
+                            holders[source] = holders.get(source, ()) + (c,)
+                        dirty.add(prefix)
+                elif reason in _REJECTIONS:
+                    rejecting.add(source)
+        self._n_claims += n_claims
+
     def _diff_namespaces(self, namespaces: Mapping[str, NamespaceInfo]) -> set[str]:
         """Names of namespaces whose labels changed (or that came or went)."""
         prev = self._namespaces
@@ -472,10 +536,19 @@ class Decider:
         self._slices = slices
         seen = self._slices_seen
         slices_of = self._slices_of
+        if not seen:  # the first slices (a fresh Decider): every one is new
+            seen.update(slices)
+            slices_of.clear()  # at most emptied groups: every slice in a group is in seen
+            for key, sl in slices.items():
+                skey = f"{sl.namespace}/{sl.service_name}"  # sl.service_key, inlined
+                group = slices_of.get(skey)
+                if group is None:
+                    slices_of[skey] = {key: sl}
+                else:
+                    group[key] = sl
+            return set(slices_of)
         changed: set[str] = set()
-        if not seen:
-            keys = list(slices)
-        elif logged is not None:
+        if logged is not None:
             keys = []
             for key in logged:
                 if key in slices:
@@ -559,31 +632,49 @@ class Decider:
             by_prefix.setdefault(prefix, {})[key] = tuple(cs)
             dirty.add(prefix)
 
+    def _settle_all(self, prefixes: set[str]) -> None:
+        """``_settle()`` each prefix, with its commonest case here: one claim on it and no
+        drain (a Service's own address), where there is no contest, note or route. A full
+        decision settles ~20,000 prefixes, most of them that case."""
+        settle = self._settle
+        if self._drain[0]:  # every address may be drained: the general path
+            for prefix in prefixes:
+                settle(prefix)
+            return
+        by_prefix = self._by_prefix
+        notes, winners, routes = self._notes, self._winners, self._routes
+        for prefix in prefixes:
+            group = by_prefix.get(prefix)
+            if group is None or len(group) != 1:
+                settle(prefix)
+                continue
+            (only,) = group.values()
+            if len(only) != 1 or only[0].use == POD_EXTERNAL_IP:
+                settle(prefix)
+                continue
+            c = only[0]  # one claim: no contest
+            if notes:
+                notes.pop(prefix, None)
+            if winners:
+                winners.pop(prefix, None)
+            if routes:
+                routes.pop(prefix, None)
+            if c.reason == _ANNOUNCED:
+                old = self._ann.get(prefix)
+                if old is None or (old.attributes is not c.attributes
+                                   and old.attributes != c.attributes):
+                    self._ann_writable()[prefix] = _announcement(c.prefix, c.attributes)
+            elif prefix in self._ann:
+                del self._ann_writable()[prefix]
+
     def _settle(self, prefix: str) -> None:
         """Re-judge one prefix: the contest between owners, then the announcement and route.
 
         Only claims that passed the node-independent checks contend, oldest first, then by
-        owner name, so every node picks the same winner whatever endpoints it runs.
+        owner name, so every node picks the same winner whatever endpoints it runs. (One
+        claim and no drain: see _settle_all.)
         """
         group = self._by_prefix.get(prefix)
-        if group is not None and len(group) == 1 and not self._drain[0]:
-            (only,) = group.values()
-            if len(only) == 1 and only[0].use != POD_EXTERNAL_IP:  # one claim: no contest
-                c = only[0]
-                if self._notes:
-                    self._notes.pop(prefix, None)
-                if self._winners:
-                    self._winners.pop(prefix, None)
-                if self._routes:
-                    self._routes.pop(prefix, None)
-                if c.reason == _ANNOUNCED:
-                    old = self._ann.get(prefix)
-                    if old is None or (old.attributes is not c.attributes
-                                       and old.attributes != c.attributes):
-                        self._ann_writable()[prefix] = _announcement(c.prefix, c.attributes)
-                elif prefix in self._ann:
-                    del self._ann_writable()[prefix]
-                return
         # By source key, so attributes merge the same way whatever order sources arrived in.
         claims = [c for _, cs in sorted((group or {}).items()) for c in cs]
         contenders: dict[str, float] = {}
@@ -687,6 +778,7 @@ def _trim_caches(live: int) -> None:
     if addresses._host_prefix.cache_info().currsize > 2 * live + CACHE_SLACK:
         addresses._host_prefix.cache_clear()
         claim_rules._pool_verdict.cache_clear()
+        clear_plain_verdicts()
 
 
 def decide(snapshot: Snapshot, config: Config, node_name: str) -> Decision:

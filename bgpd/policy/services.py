@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bgpd.config import Config, LimitsConfig, Pool
-from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, IPNetwork, ServiceInfo
+from bgpd.model import NO_ATTRIBUTES, Attributes, EndpointSliceInfo, ServiceInfo
 from bgpd.policy import annotations as ann
 from bgpd.policy import reasons
 from bgpd.policy.addresses import _MAX_TEXT, _host_prefix, _Invalid, host_prefix
@@ -57,6 +57,141 @@ def _cluster_ip_versions(svc: ServiceInfo) -> frozenset[int]:
 def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node: str,
                    config: Config, ns_labels: Mapping[str, str] | None = None
                    ) -> tuple[Claim, ...]:
+    cluster_ips = svc.cluster_ips
+    kind = svc.type
+    if (svc.annotations or svc.problems or not cluster_ips or cluster_ips[0] == "None"
+            or kind == "ExternalName"):
+        return general_claims(svc, slices, node, config, ns_labels)
+    # A plain Service (see _PlainVerdicts): general_claims() with what the address, its use
+    # and the config decide looked up, and the Service's own checks (namespace, family,
+    # endpoints) made here.
+    verdicts = _plain
+    if verdicts.config is not config:
+        verdicts = _plain_verdicts(config)
+    owner = f"service/{svc.namespace}/{svc.name}"  # f"service/{svc.key}"
+    created = svc.created
+    endpoints: dict[int, tuple[int, bool]] | None = None
+    claims = []
+    cluster_table, external_table, lb_table = verdicts.tables
+    for use, values, table in (
+            (CLUSTER_IP, cluster_ips, cluster_table),
+            (EXTERNAL_IP, svc.external_ips, external_table),
+            (LOAD_BALANCER_IP, svc.lb_ips if kind == "LoadBalancer" else (), lb_table)):
+        for value in values:
+            try:
+                entry = table.get(value)
+            except TypeError:  # unhashable junk: general_claims() says what is wrong
+                entry = None
+            if entry is None:
+                entry = verdicts.judge(table, value, use)
+                if entry is None:  # not an address: the general path, with its reason
+                    return general_claims(svc, slices, node, config, ns_labels)
+            net, key, version, pool, pool_name, reason, detail, attrs, restricted = entry
+            if reason == _ANNOUNCED:  # the Service's own checks, in general_claims' order
+                traffic_policy = (svc.internal_traffic_policy if use == CLUSTER_IP
+                                  else svc.external_traffic_policy)
+                if restricted and not pool.admits(svc.namespace, ns_labels):
+                    reason, detail = reasons.NAMESPACE_FORBIDDEN, (
+                        f"pool {pool_name!r} does not admit namespace {svc.namespace!r}")
+                # The first ClusterIP's family, when it matches, answers at once (every
+                # ClusterIP was looked up above, so each is an address).
+                elif (use != CLUSTER_IP and (":" in cluster_ips[0]) != (version == 6)
+                      and version not in _cluster_ip_versions(svc)):
+                    reason, detail = reasons.WRONG_FAMILY, (
+                        f"the Service has no IPv{version} ClusterIP, so kube-proxy does "
+                        f"not forward its IPv{version} addresses")
+                elif verdicts.require_ready or traffic_policy == "Local":
+                    if endpoints is None:
+                        endpoints = {}
+                    local = traffic_policy == "Local"
+                    reason, detail = _endpoint_gate(version, svc, slices, node, endpoints,
+                                                    local, traffic_policy, detail)
+                    if reason == _ANNOUNCED and local and pool.weighted_ecmp:
+                        bandwidth, why = link_bandwidth(endpoints[version][0],
+                                                        "local endpoint", "",
+                                                        config.weighted_ecmp)
+                        attrs = replace(attrs, link_bandwidth=bandwidth)
+                        detail = f"{detail}; {why}"
+            claims.append(_claim(Claim, (value, net, use, owner, created, reason, detail,
+                                         pool_name, attrs, None, key)))
+    return tuple(claims)
+
+
+class _PlainVerdicts:
+    """What one config says to an address of a plain Service, per use: most Services carry
+    no annotation of ours and no problem, and are neither headless nor ExternalName. Then
+    a claim's verdict depends only on the address, its use and the config, up to three
+    checks of the Service's own (its namespace against the pool, its ClusterIP family, its
+    endpoints). A full decision looks up 40,000 addresses: one dict lookup each, instead
+    of the parse and pool caches (each builds and hashes a key tuple) and the per-Service
+    branches of general_claims().
+
+    Entries: (prefix, key, IP version, pool, pool name, reason, detail, attributes,
+    whether the pool admits only some namespaces). Only addresses that parse are kept, at
+    most PLAIN_TABLE_SIZE a use (then the table starts again); decide._trim_caches empties
+    them with the parse cache.
+    """
+
+    __slots__ = ("config", "tables", "require_ready", "_enabled")
+
+    def __init__(self, config: Config | None) -> None:
+        self.config = config
+        # cluster-ip, external-ip, load-balancer-ip: address text -> entry
+        self.tables: tuple[dict[str, tuple], ...] = ({}, {}, {})
+        adv = config.advertise if config is not None else None
+        self.require_ready = adv is not None and adv.require_ready_endpoint
+        self._enabled = {CLUSTER_IP: adv is not None and adv.cluster_ips,
+                         EXTERNAL_IP: adv is not None and adv.external_ips,
+                         LOAD_BALANCER_IP: adv is not None and adv.load_balancer_ips}
+
+    def judge(self, table: dict[str, tuple], value: object, use: str) -> tuple | None:
+        """The entry for ``value`` (kept in ``table``), None if it is not an address."""
+        if not isinstance(value, str) or len(value) > _MAX_TEXT:
+            return None
+        try:
+            net, key, _ = _host_prefix(value)
+        except _Invalid:
+            return None
+        version = 6 if ":" in key else 4
+        if not self._enabled[use]:
+            entry: tuple = (net, key, version, None, None, reasons.DISABLED, _OFF[use],
+                            NO_ATTRIBUTES, False)
+        else:
+            assert self.config is not None
+            pool, reason, detail = pool_verdict(key, use, self.config.pools)
+            if pool is None:
+                entry = (net, key, version, None, None, reason, detail, NO_ATTRIBUTES, False)
+            else:
+                entry = (net, key, version, pool, pool.name, reason, detail, pool.attributes,
+                         not pool.shared)
+        if len(table) >= PLAIN_TABLE_SIZE:
+            table.clear()
+        table[value] = entry
+        return entry
+
+
+PLAIN_TABLE_SIZE = 1 << 16
+_plain = _PlainVerdicts(None)
+
+
+def _plain_verdicts(config: Config) -> _PlainVerdicts:
+    """The tables for ``config`` (a new config starts empty ones: one swap, so a decision
+    never mixes two configs' tables)."""
+    global _plain
+    _plain = _PlainVerdicts(config)
+    return _plain
+
+
+def clear_plain_verdicts() -> None:
+    global _plain
+    _plain = _PlainVerdicts(None)
+
+
+def general_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node: str,
+                   config: Config, ns_labels: Mapping[str, str] | None = None
+                   ) -> tuple[Claim, ...]:
+    """service_claims() for any Service (annotations, problems, headless, ExternalName,
+    addresses that do not parse); the plain Services' path must agree with it."""
     owner = f"service/{svc.namespace}/{svc.name}"  # f"service/{svc.key}"
     created = svc.created
     prefix = config.annotation_prefix
@@ -149,9 +284,9 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
                         f"the Service has no IPv{version} ClusterIP, so kube-proxy does "
                         f"not forward its IPv{version} addresses")
             if reason == _ANNOUNCED and (require_ready or traffic_policy == "Local"):
-                reason, detail = _endpoint_gate(
-                    net, svc, slices, node, endpoints, local=traffic_policy == "Local",
-                    traffic_policy=traffic_policy, detail=detail)
+                reason, detail = _endpoint_gate(version, svc, slices, node, endpoints,
+                                                traffic_policy == "Local", traffic_policy,
+                                                detail)
                 if (reason == _ANNOUNCED and traffic_policy == "Local" and pool is not None
                         and (pool.weighted_ecmp if weighted is None else weighted)):
                     bandwidth, why = link_bandwidth(endpoints[version][0], "local endpoint",
@@ -168,20 +303,20 @@ def service_claims(svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...], node
     return tuple(claims)
 
 
-def _endpoint_gate(net: IPNetwork, svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...],
-                   node: str, cache: dict[int, tuple[int, bool]], *, local: bool,
+def _endpoint_gate(version: int, svc: ServiceInfo, slices: tuple[EndpointSliceInfo, ...],
+                   node: str, cache: dict[int, tuple[int, bool]], local: bool,
                    traffic_policy: str, detail: str) -> tuple[str, str]:
     """Announce only where kube-proxy has somewhere to send the traffic (see endpoints.py):
     Local policy needs a usable endpoint here, require-ready-endpoint one anywhere."""
-    state = cache.get(net.version)
+    state = cache.get(version)
     if state is None:
-        state = cache[net.version] = local_and_anywhere(svc.ports, slices, net.version)
+        state = cache[version] = local_and_anywhere(svc.ports, slices, version)
     here, anywhere = state
     if local and not here:
         return reasons.NO_LOCAL_ENDPOINT, (
-            f"{traffic_policy} traffic policy and no usable IPv{net.version} endpoint on "
+            f"{traffic_policy} traffic policy and no usable IPv{version} endpoint on "
             f"node {node}")
     if not local and not anywhere:
         return reasons.NO_READY_ENDPOINT, (
-            f"require-ready-endpoint and no usable IPv{net.version} endpoint anywhere")
+            f"require-ready-endpoint and no usable IPv{version} endpoint anywhere")
     return reasons.ANNOUNCED, detail

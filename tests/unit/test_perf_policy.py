@@ -352,3 +352,153 @@ def test_an_endpoint_change_alone_re_judges_its_service():
                               (slice_(True), True), ({}, False), (slice_(True), True)):
         got = decider.decide(Snapshot(node, services=svcs, endpoint_slices=slices), cfg, NODE)
         assert ("198.51.100.7/32" in got.announcements) is announced
+
+
+# ------------------------------------------------------- plain Services' claims
+
+
+def _plain_config(rnd: random.Random):
+    """_config() with, sometimes, a pool that weights ECMP by local endpoints."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE_CONFIG.items()}
+    raw["advertise"] = {f: rnd.random() < 0.5 for f in (
+        "cluster_ips", "external_ips", "load_balancer_ips", "require_ready_endpoint")
+        if rnd.random() < 0.4}
+    pools = [dict(p) for p in raw["pools"]]
+    if rnd.random() < 0.5:
+        pools[0]["weighted_ecmp"] = True  # "external"
+    raw["pools"] = pools + [p for p in (POOLS_BY_LABEL, POOLS_BY_NAME) if rnd.random() < 0.4]
+    return parse_config(raw)
+
+
+def _plain_service(rnd: random.Random, ns: str, name: str) -> ServiceInfo:
+    """Mostly Services without annotations or problems (the fast path), with every kind
+    of address, family and traffic policy; some that must leave the fast path."""
+    junk = [1, None, ["198.51.100.7"], " 198.51.100.8", "x" * 80, "198.51.100.7/32", ""]
+
+    def addrs(k):
+        out = list(_addrs(rnd, k))
+        if rnd.random() < 0.05:
+            out.insert(rnd.randint(0, len(out)), rnd.choice(junk))
+        return tuple(out)
+
+    cluster = rnd.choice([("10.96.0.10",), ("fd00:96::10",), ("10.96.0.11", "fd00:96::10"),
+                          ("fd00:96::10", "10.96.0.12"), ("None",), (), ("192.0.2.5",)])
+    if rnd.random() < 0.05:
+        cluster += (rnd.choice(junk),)
+    return ServiceInfo(
+        namespace=ns, name=name,
+        type=rnd.choice(["ClusterIP", "LoadBalancer", "LoadBalancer", "NodePort",
+                         "ExternalName"]),
+        cluster_ips=cluster, external_ips=addrs(3), lb_ips=addrs(3),
+        external_traffic_policy=rnd.choice(["Cluster", "Local", "Local"]),
+        internal_traffic_policy=rnd.choice(["Cluster", "Local"]),
+        annotations=({"bgpd.dev/advertise": "false"} if rnd.random() < 0.05 else {}),
+        created=float(rnd.randint(0, 4)),
+        ports=rnd.choice([(("", "TCP"),), (("http", "TCP"),)]),
+        problems=("left out",) if rnd.random() < 0.05 else ())
+
+
+def test_plain_services_claims_are_the_general_paths(monkeypatch):
+    """service_claims() judges a plain Service (no annotations, no problems, not headless,
+    not ExternalName, every address parses) from per-config address tables; it must give
+    exactly what general_claims() gives, tables cold or warm, whatever the config."""
+    from bgpd.policy import services
+
+    fast = 0
+    general = services.general_claims
+
+    def counting(*args):
+        nonlocal fast
+        fast -= 1
+        return general(*args)
+
+    monkeypatch.setattr(services, "general_claims", counting)
+    rnd = random.Random(20)
+    cfgs = [_plain_config(rnd) for _ in range(6)]
+    calls = 0
+    for _ in range(6_000):
+        cfg = rnd.choice(cfgs)  # a change of config starts new tables
+        ns = rnd.choice(["a", "b", "c"])
+        svc = _plain_service(rnd, ns, f"s{rnd.randint(0, 9)}")
+        slices = tuple(_slice(rnd, ns, f"e{i}", svc.name) for i in range(rnd.randint(0, 2)))
+        labels = rnd.choice([None, {}, {"team": "a"}, {"team": "b"}])
+        node = rnd.choice([NODE, "node2"])
+        for _ in range(rnd.choice([1, 2])):  # a cold table, then a warm one
+            calls += 1
+            fast += 1
+            got = _result(services.service_claims, svc, slices, node, cfg, labels)
+            assert got == _result(general, svc, slices, node, cfg, labels), svc
+    assert calls * 0.25 < fast < calls  # many took the fast path, not all
+
+
+def _result(fn, *args):
+    """What ``fn`` returns, with each claim's type, or the exception it raises (a junk
+    ClusterIP beside an announced address makes both paths raise alike)."""
+    try:
+        claims = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - compared, not hidden
+        return type(exc), str(exc)
+    return claims, [type(c) for c in claims]
+
+
+def test_the_plain_tables_are_bounded_and_emptied_with_the_caches(monkeypatch):
+    from bgpd.policy import services
+    from bgpd.policy.decide import _trim_caches
+
+    monkeypatch.setattr(services, "PLAIN_TABLE_SIZE", 8)
+    cfg = parse_config(BASE_CONFIG)
+    for i in range(40):
+        svc = ServiceInfo("default", f"s{i}", cluster_ips=("10.96.0.10",),
+                          external_ips=(f"198.51.100.{i + 1}",))
+        services.service_claims(svc, (), NODE, cfg)
+        assert len(services._plain.tables[1]) <= 8  # external-ip
+    assert services._plain.config is cfg
+    monkeypatch.setattr(addresses._host_prefix, "cache_info",
+                        lambda: type("Info", (), {"currsize": 10**9})())
+    _trim_caches(0)
+    assert services._plain.config is None
+    assert not any(services._plain.tables)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_full_decision_agrees_with_one_reached_service_by_service(seed):
+    """A fresh Decider judges every Service in one pass (Decider._judge_all_services) and
+    settles there the prefixes no one else claims; a Decider that saw the Services arrive
+    a few at a time takes the incremental path (_decide_services, _set_source, _settle).
+    Both must say the same: pods and Services on the same addresses, drains included."""
+    rnd = random.Random(1000 + seed)
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE_CONFIG.items()}
+    raw["drain"] = {"action": rnd.choice(["prepend", "med", "withdraw"])}
+    cfg = _config(rnd) if rnd.random() < 0.5 else parse_config(raw)
+    nss = ["a", "b", "c"]
+    services = [_service(rnd, rnd.choice(nss), f"s{i}") for i in range(rnd.randint(1, 30))]
+    services = list({s.key: s for s in services}.values())
+    slices = {}
+    for i in range(rnd.randint(0, 30)):
+        sl = _slice(rnd, rnd.choice(nss), f"e{i}", f"s{rnd.randint(0, 30)}")
+        slices[sl.key] = sl
+    pods = {}
+    for i in range(rnd.randint(0, 4)):
+        p = _pod(rnd, rnd.choice(nss), f"p{i}")
+        pods[p.key] = p
+    namespaces = {ns: NamespaceInfo(ns, rnd.choice([{}, {"team": "a"}])) for ns in nss}
+    node = _node(rnd)
+    if rnd.random() < 0.3:
+        node = dataclasses.replace(node, unschedulable=True)  # drains
+    others = rnd.choice([None, True, False])
+
+    def snap(svcs):
+        return Snapshot(node=node, pods=pods, services={s.key: s for s in svcs},
+                        endpoint_slices=slices, namespaces=namespaces)
+
+    full = Decider().decide(snap(services), cfg, NODE, others)
+    stepwise = Decider()
+    order = rnd.sample(services, len(services))
+    cut = 1
+    while True:
+        got = stepwise.decide(snap(order[:cut]), cfg, NODE, others)
+        if cut >= len(order):
+            break
+        cut += rnd.randint(1, 5)
+    assert _outcome(full, rnd.random() < 0.5) == _outcome(got, rnd.random() < 0.5)
+    assert full.notes == got.notes and full.drain == got.drain
