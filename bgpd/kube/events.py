@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,7 +81,8 @@ class EventRecorder:
         self.client, self.node_name, self.component = client, node_name, component
         self._clock = clock
         self._queue: queue.Queue = queue.Queue(QUEUE_MAX)
-        self._sent: dict[str, float] = {}  # dedup digest -> clock time it was queued
+        # dedup digest -> clock time it was queued, oldest first
+        self._sent: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._nodes: tuple[float, int] | None = None  # (read at, node count)
@@ -111,19 +113,26 @@ class EventRecorder:
         key = _digest(ref.kind, ref.namespace, ref.name, reason, message)
         now = self._clock()
         with self._lock:
-            last = self._sent.get(key)
+            sent = self._sent
+            last = sent.get(key)
             if last is not None and now - last < DEDUP_WINDOW_S:
                 return False
-            if len(self._sent) >= DEDUP_MAX:
-                self._sent = {k: t for k, t in self._sent.items() if now - t < DEDUP_WINDOW_S}
-                if len(self._sent) >= DEDUP_MAX:
+            if len(sent) >= DEDUP_MAX:
+                # Oldest first (a key queued again moves to the end): forget only what has
+                # left its window. Never a scan of the whole map per call: a tenant with
+                # 65,536 bad addresses made every round rescan 10,000 keys 65,536 times
+                # (over a minute of the reconcile loop, on every node).
+                while sent and now - next(iter(sent.values())) >= DEDUP_WINDOW_S:
+                    sent.popitem(last=False)
+                if len(sent) >= DEDUP_MAX:
                     # Every remembered Event is still in its window: forgetting one would
                     # send it again at the next round. This one waits instead (counted).
                     self.dropped += 1
                     return False
             # Remembered even when the queue is full: a flood of rejections must not be
             # retried every round (each a new attempt); it is reported next period.
-            self._sent[key] = now
+            sent[key] = now
+            sent.move_to_end(key)
         try:
             self._queue.put_nowait((ref, reason, message, type_, cluster_wide, key, now))
         except queue.Full:
