@@ -36,3 +36,7 @@ def setup(fmt: str = "keyvalue", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))
+    # urllib3 warns for each retry of a refused connect (3 per request, bgpd/kube/transport.py)
+    # while the watch that made the request logs the failure once: only at debug.
+    logging.getLogger("urllib3.connectionpool").setLevel(
+        logging.DEBUG if level == "debug" else logging.ERROR)
