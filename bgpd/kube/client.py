@@ -18,7 +18,7 @@ from typing import Any
 import urllib3
 
 from bgpd.kube import transport as transports
-from bgpd.kube.errors import GoneError, KubeError
+from bgpd.kube.errors import GoneError, KubeError, from_exception
 from bgpd.kube.jsonstream import CHUNK_BYTES, loads, stream_list
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,6 @@ page of 500 Services can take a while on a loaded API server."""
 
 MAX_ERROR_BODY = 4096
 """Bytes of an error response kept for the message (a Status object is small)."""
-
-
-def _from_exception(exc: BaseException, what: str) -> KubeError:
-    """Translate a urllib3/socket failure into a KubeError."""
-    if isinstance(exc, KubeError):
-        return exc
-    return KubeError(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def _status_message(body: bytes) -> str:
@@ -101,7 +94,7 @@ class KubeClient:
         try:
             return loads(resp.data)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise _from_exception(exc, f"{method} {path}") from exc
+            raise from_exception(exc, f"{method} {path}") from exc
         finally:
             resp.release_conn()
 
@@ -114,7 +107,7 @@ class KubeClient:
         try:
             return stream_list(resp.stream(CHUNK_BYTES), on_item)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise _from_exception(exc, f"GET {path}") from exc
+            raise from_exception(exc, f"GET {path}") from exc
         finally:
             resp.release_conn()
 
@@ -124,7 +117,7 @@ class KubeClient:
         try:
             resp.drain_conn()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _from_exception(exc, f"{method} {path}") from exc
+            raise from_exception(exc, f"{method} {path}") from exc
         finally:
             resp.release_conn()
 
@@ -136,7 +129,7 @@ class KubeClient:
                 if line.strip():
                     yield line
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise _from_exception(exc, what) from exc
+            raise from_exception(exc, what) from exc
 
 
 def discard(resp: urllib3.BaseHTTPResponse) -> None:

@@ -16,3 +16,11 @@ class GoneError(KubeError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=410)
+
+
+def from_exception(exc: BaseException, what: str) -> KubeError:
+    """A urllib3/socket/decoding failure of ``what`` ("GET /api/v1/nodes") as a KubeError
+    (a KubeError passes through)."""
+    if isinstance(exc, KubeError):
+        return exc
+    return KubeError(f"{what}: {type(exc).__name__}: {exc}")

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import urllib3
 import yaml
 
-from bgpd.kube.errors import GoneError, KubeError
+from bgpd.kube.errors import GoneError, KubeError, from_exception
 
 CONNECT_TIMEOUT_S = 10.0
 """TCP + TLS connect timeout for every request: the API server is on the node's network."""
@@ -144,7 +144,7 @@ class DirectTransport:
                 redirect=False, retries=RETRIES,
                 timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=read_timeout))
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise from_exception(exc, f"{method} {path}") from exc
 
     def close(self) -> None:
         self.pool.clear()
@@ -177,7 +177,7 @@ class OfficialTransport:
             raise KubeError(f"{method} {path}: HTTP {exc.status} {exc.reason}",
                             status=exc.status or None) from exc
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise from_exception(exc, f"{method} {path}") from exc
 
     def close(self) -> None:
         self.api.close()
