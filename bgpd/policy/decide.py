@@ -126,6 +126,17 @@ def _changed_keys(current: Mapping, seen: Mapping) -> list:
     return list(compress(current, map(is_not, current.values(), map(seen.get, current))))
 
 
+def _ordered_slices(group: Mapping[str, EndpointSliceInfo] | None
+                    ) -> tuple[EndpointSliceInfo, ...]:
+    """A Service's EndpointSlices sorted by key, so comparing a Service's inputs does not
+    depend on the order its slices arrived in."""
+    if not group:
+        return ()
+    if len(group) == 1:
+        return tuple(group.values())
+    return tuple(group[k] for k in sorted(group))
+
+
 def changed_and_removed(current: Mapping, seen: Mapping) -> tuple[list, set]:
     """(keys of ``current`` whose value is not the very object ``seen`` holds, new keys
     included; keys only ``seen`` has). The second is looked for only when the counts say
@@ -443,13 +454,7 @@ class Decider:
         set_source = self._set_source
         for key, svc in todo:
             seen[key] = svc
-            group = slices_of.get(key)
-            if not group:
-                slices: tuple[EndpointSliceInfo, ...] = ()
-            elif len(group) == 1:
-                slices = tuple(group.values())
-            else:  # sorted, so the comparison below does not depend on arrival order
-                slices = tuple(group[k] for k in sorted(group))
+            slices = _ordered_slices(slices_of.get(key))
             ns_info = namespaces.get(svc.namespace) if by_label else None
             old = inputs.get(key)
             if (old is not None and old[0] is svc and old[1] == slices
@@ -482,13 +487,7 @@ class Decider:
         settle_here = not self._drain[0]
         ann = self._ann_writable() if settle_here else {}
         for key, svc in services.items():
-            group = slices_of.get(key)
-            if not group:
-                slices: tuple[EndpointSliceInfo, ...] = ()
-            elif len(group) == 1:
-                slices = tuple(group.values())
-            else:  # sorted, as in _decide_services
-                slices = tuple(group[k] for k in sorted(group))
+            slices = _ordered_slices(slices_of.get(key))
             ns_info = namespaces.get(svc.namespace) if by_label else None
             inputs[key] = (svc, slices, ns_info)
             claims = service_claims(svc, slices, node_name, config,
