@@ -64,6 +64,15 @@ NODE_STATUS_S = 60.0  # Ready's lastHeartbeatTime refreshed at least this often
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
 
+def ready_condition(heartbeat: str | None = None) -> dict:
+    """The Ready condition this kubelet keeps on its Nodes (the runner writes the first)."""
+    cond = {"type": "Ready", "status": "True", "reason": "LabKubelet",
+            "message": "bgpd lab fake kubelet"}
+    if heartbeat:
+        cond["lastHeartbeatTime"] = heartbeat
+    return cond
+
+
 def pod_netns(lab: str, node: str, namespace: str, name: str, uid: str) -> str:
     full = f"clab-{lab}-{node}-pod-{namespace}-{name}"
     if len(full) <= 120:
@@ -352,8 +361,7 @@ class Kubelet:
         last = self.status_beat.get(node, 0.0)
         if ready.get("status") == "True" and time.monotonic() - last < NODE_STATUS_S:
             return
-        cond = {"type": "Ready", "status": "True", "reason": "LabKubelet",
-                "message": "bgpd lab fake kubelet", "lastHeartbeatTime": stamp}
+        cond = ready_condition(stamp)
         if ready.get("status") != "True":
             cond["lastTransitionTime"] = stamp
             log.info("node %s: Ready was %s (%s); setting True", node, ready.get("status"),

@@ -25,6 +25,7 @@ import yaml
 
 from bgpd.lab import topology as topo_mod
 from bgpd.lab.containers import RUNC_ROOTS
+from bgpd.lab.kubelet import ready_condition
 from bgpd.lab.system import (
     LabError,
     ProcRecord,
@@ -210,8 +211,7 @@ def node_object(node: topo_mod.Node) -> tuple[dict, dict]:
            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}
     status = {"addresses": [{"type": "InternalIP", "address": ip},
                             {"type": "Hostname", "address": node.name}],
-              "conditions": [{"type": "Ready", "status": "True", "reason": "LabKubelet",
-                              "message": "bgpd lab fake kubelet"}]}
+              "conditions": [ready_condition()]}
     return obj, status
 
 
