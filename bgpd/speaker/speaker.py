@@ -93,7 +93,7 @@ class Speaker:
         # End-of-RIB, goes to a peer (a graceful-restart peer would flush what it kept of us).
         self._desired: frozenset[Announcement] | None = None
         self._index = DesiredIndex()  # the writer thread's own: no lock needed
-        self._changed_early: set = set()  # indexed before ExaBGP's API was connected
+        self._unplanned: set = set()  # prefixes indexed as changed, not yet planned for peers
         self._peers = {p.address: PeerState.for_peer(bgp, p, self.import_config)
                        for p in bgp.peers}
         self._counters = {"commands_sent": 0, "commands_refused": 0, "exabgp_exits": 0}
@@ -509,21 +509,23 @@ class Speaker:
             else:
                 st.refused.pop(prefix, None)
 
-    def _index_early(self) -> None:
-        with self._lock:
-            desired = self._desired
-        if desired is not None:
-            self._changed_early |= self._index.update(desired)
-
-    def _plan(self, full: bool) -> list[tuple[PeerState, int, Iterable[Command]]]:
+    def _index_desired(self) -> bool:
+        """Bring the index up to the agent's latest desired set, remembering the prefixes
+        whose claims changed until a plan hands them to the peers; False while the agent
+        has not said what it wants yet."""
         with self._lock:
             desired = self._desired
         if desired is None:
-            # The agent has not said what it wants yet: a peer that is up keeps needs_refresh
-            # and gets its whole view (and End-of-RIB) once it has.
+            return False
+        self._unplanned |= self._index.update(desired)
+        return True
+
+    def _plan(self, full: bool) -> list[tuple[PeerState, int, Iterable[Command]]]:
+        if not self._index_desired():
+            # A peer that is up keeps needs_refresh and gets its whole view (and
+            # End-of-RIB) once the agent has said what it wants.
             return []
-        changed = self._index.update(desired) | self._changed_early
-        self._changed_early = set()
+        changed, self._unplanned = self._unplanned, set()
         work = []
         with self._lock:
             for st in self._peers.values():
@@ -577,7 +579,7 @@ class Speaker:
         if conn is None:
             # ExaBGP's API is not connected yet: index the desired set now, so the first
             # session's full view does not wait for it (0.3-0.7 s at 100,000 routes).
-            self._index_early()
+            self._index_desired()
             return
         for st, epoch, cmds in self._plan(full):
             for cmd in cmds:
