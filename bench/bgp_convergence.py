@@ -26,7 +26,8 @@ spawned per poll and the stamps do not wait for the parent's GIL. For both speak
 timers), ``ours_s`` / ``bird_s`` = done - start. The poll interval (2 ms while loading) is
 the resolution: BIRD can send 10k prefixes between two polls, so ``transfer_ratio``
 divides by at least one interval. ``incremental_p99_ms``: after the load,
-one more /32 at a time (``--changes``), from ``set_desired`` to the peer counting it.
+one more /32 at a time (``--changes``), handed over as the agent does (a ``DesiredSet``
+made from the last one, carrying the difference), from making it to the peer counting it.
 Runs alternate which speaker goes first. Top-level figures are medians over the runs;
 ``spread`` holds min / median / max; ``series`` holds, per run, (seconds since
 Established, routes in the peer) for plotting. Prints a table, then one JSON line.
@@ -292,7 +293,7 @@ def series(w: PeerWatch, established: float, n: int) -> list[list[float]]:
 
 def run_ours(n: int, changes: int) -> dict:
     from bgpd.config import BgpConfig, PeerConfig
-    from bgpd.model import Announcement
+    from bgpd.model import Announcement, DesiredSet
     from bgpd.speaker import Speaker
     from tests.integration import routers
 
@@ -332,13 +333,17 @@ def run_ours(n: int, changes: int) -> dict:
                 figures["series"] = series(w, established, n)
                 w.interval(CHANGE_POLL_S)
                 samples = []
-                current = set(routes)
+                # As the agent hands a change over (Agent._desired_set): the new set made
+                # from the last one, carrying the difference; making it is timed too.
+                objs, last = set(routes), DesiredSet(routes)
+                speaker.set_desired(last)
                 for i, ann in enumerate(prefixes(changes, offset=n)):
                     time.sleep(random.uniform(0.0, 0.02))  # no phase lock with any timer
                     index = len(w.samples)
-                    current.add(ann)
                     begin = time.monotonic()
-                    speaker.set_desired(current)
+                    objs.add(ann)
+                    last = DesiredSet(objs, base=last, added=frozenset((ann,)))
+                    speaker.set_desired(last)
                     seen, _ = w.wait(lambda s, c, want=n + i + 1: c >= want, CHANGE_TIMEOUT,
                                      f"change {i}", index)
                     samples.append((seen - begin) * 1000)

@@ -9,6 +9,7 @@ Nothing here imports an adapter library.
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -74,6 +75,32 @@ class Announcement:
     @property
     def family(self) -> str:
         return family_of(self.prefix)
+
+
+class DesiredSet(frozenset):
+    """A frozenset of Announcements that may know how it differs from the set made just
+    before it, so that a holder of that set applies the difference instead of comparing two
+    whole sets (about 5 ms at 100,000 routes, for every change).
+
+    The earlier set is held weakly: a chain of sets never keeps the history alive, and a
+    holder that no longer has it compares the whole sets as before."""
+
+    __slots__ = ("_base", "added", "removed")
+
+    def __new__(cls, items=(), base: frozenset | None = None,
+                added: frozenset = frozenset(), removed: frozenset = frozenset()):
+        self = super().__new__(cls, items)
+        self._base = weakref.ref(base) if base is not None else None
+        self.added = added
+        self.removed = removed
+        return self
+
+    def delta_from(self, held: frozenset) -> tuple[frozenset, frozenset] | None:
+        """(added, removed) relative to ``held``, or None if this set was not made from it."""
+        ref = self._base
+        if ref is not None and ref() is held:
+            return self.added, self.removed
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,10 @@ class SpeakerSet:
             speaker.stop(withdraw=withdraw)
 
     def set_desired(self, announcements: Iterable[Announcement]) -> None:
-        self._desired = frozenset(announcements)
+        # kept as it is if frozen: a DesiredSet's difference from the last one reaches
+        # every member
+        self._desired = (announcements if isinstance(announcements, frozenset)
+                         else frozenset(announcements))
         for _, speaker in self._members.values():
             speaker.set_desired(self._desired)
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from bgpd.model import Announcement, Attributes, IPNetwork
+from bgpd.model import Announcement, Attributes, DesiredSet, IPNetwork
 from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
 
 # Prefixes per command line. Larger lines cost ExaBGP nothing more per prefix and save a
@@ -110,12 +110,17 @@ class DesiredIndex:
         """Adopt ``desired``; returns the prefixes whose claims changed."""
         if desired is self.source:
             return set()
-        added, removed = desired - self.source, self.source - desired
+        delta = desired.delta_from(self.source) if isinstance(desired, DesiredSet) else None
+        if delta is not None:
+            added, removed = delta  # the agent's own change: no whole-set comparison
+        else:
+            added, removed = desired - self.source, self.source - desired
         for ann in removed:
-            claims = self.by_prefix[ann.prefix]
-            claims.discard(ann)
-            if not claims:
-                del self.by_prefix[ann.prefix]
+            claims = self.by_prefix.get(ann.prefix)
+            if claims is not None:
+                claims.discard(ann)
+                if not claims:
+                    del self.by_prefix[ann.prefix]
         for ann in added:
             self.by_prefix.setdefault(ann.prefix, set()).add(ann)
         self.source = desired

@@ -179,8 +179,11 @@ class Speaker:
         """Replace the desired set; returns at once, the writer applies it.
 
         Passing a set (or frozenset) of the same Announcement objects as last time makes a
-        small change cheap: their hashes are reused, not recomputed."""
-        desired = frozenset(announcements)
+        small change cheap: their hashes are reused, not recomputed. A frozenset is kept as
+        it is, not copied; a :class:`DesiredSet` made from the last one passed costs only
+        its difference."""
+        desired = announcements if isinstance(announcements, frozenset) else frozenset(
+            announcements)
         with self._lock:
             self._desired = desired
         self._wake.set()

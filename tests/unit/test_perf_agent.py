@@ -8,6 +8,7 @@ import random
 
 from bgpd.agent import Agent
 from bgpd.model import Announcement, Attributes
+from bgpd.speaker.routes import DesiredIndex
 from tests.unit.fakes import FakeCluster, FakeEvents, FakeKernel, Speakers
 from tests.unit.policy_builders import NODE, config, service, snapshot
 
@@ -94,6 +95,7 @@ def test_the_desired_set_is_the_announcements_round_after_round():
     rnd = random.Random(5)
     attrs = [Attributes(), Attributes(communities=("65000:1",)), Attributes(med=5)]
     current: dict[str, Announcement] = {}
+    index, used_delta = DesiredIndex(), 0
     for _ in range(200):
         announce = dict(current)  # a new dict each round, mostly the same objects
         for _ in range(rnd.randint(0, 20)):
@@ -111,3 +113,16 @@ def test_the_desired_set_is_the_announcements_round_after_round():
         assert isinstance(got, frozenset)
         assert got == frozenset(announce.values())
         current = announce
+        # The speaker's index follows by the carried difference when it saw the set before
+        # (and by comparison when it skipped one): either way it ends as a rebuild would,
+        # and every prefix whose claims changed is reported.
+        if rnd.random() < 0.8:
+            before = {p: set(c) for p, c in index.by_prefix.items()}
+            used_delta += got.delta_from(index.source) is not None
+            changed = index.update(got)
+            fresh = DesiredIndex()
+            fresh.update(frozenset(got))
+            assert index.by_prefix == fresh.by_prefix
+            assert changed >= {p for p in before.keys() | index.by_prefix.keys()
+                               if before.get(p) != index.by_prefix.get(p)}
+    assert used_delta > 100  # the difference was really used, not only the fallback
