@@ -31,7 +31,9 @@ def _inject_change_without_copy(original):
         targets = [name for name in self.neighbors if name in peers]
         if len(targets) == 1 and not change.nlri.nexthop.SELF:
             neighbor = self.neighbors[targets[0]]
-            if change.nlri.family().afi_safi() in neighbor.families():
+            nlri = change.nlri
+            # (afi, safi) as NLRI.family().afi_safi() gives it, without two objects made
+            if (nlri.afi, nlri.safi) in neighbor.families():
                 neighbor.rib.outgoing.add_to_rib(change)
                 return True
         return original(self, peers, change)
@@ -124,6 +126,77 @@ def _presorted_nlris(original, plain_lt):
     return _split_nlris
 
 
+def _inet_index_with_family_once(original, family_index, no_path):
+    family_prefix: dict[tuple, bytes] = {}
+
+    def index(self):
+        # INET.index formats the family as hex text and encodes it for every call, and
+        # ExaBGP calls it twice per route we send (to file it in the outgoing RIB, then to
+        # sort the UPDATE). Without a path id the index is a fixed prefix per family (at
+        # most the four INET families) and the packed prefix: the same bytes, built once.
+        if self.path_info is not no_path:
+            return original(self)
+        key = (self.afi, self.safi)
+        head = family_prefix.get(key)
+        if head is None:
+            head = family_prefix[key] = family_index(self) + b"no-pi"
+        return head + self.cidr.pack_nlri()
+
+    index.__wrapped__ = original
+    return index
+
+
+QUIET_COMMANDS = ("announce attributes", "withdraw attributes")
+"""The commands bgpd sends routes with: theirs are the only per-route log lines quietened."""
+
+
+def _quiet_route_text(original, quiet, log_enabled):
+    def extensive(self):
+        # A change's text, wanted only for the log line that ExaBGP builds per route of a
+        # command whether or not it is logged: 9 % of its CPU in a bulk load. Empty while
+        # one of our route commands runs and ExaBGP's INFO lines are off (bgpd keeps them
+        # off below debug, see render.exabgp_log_level); the full text otherwise.
+        if quiet[0] and not log_enabled("processes", "INFO"):
+            return ""
+        return original(self)
+
+    extensive.__wrapped__ = original
+    return extensive
+
+
+def _stepped_quietly(generator, quiet):
+    """``generator``'s steps, each run with ``quiet`` set."""
+    while True:
+        quiet[0] = True
+        try:
+            step = next(generator)
+        except StopIteration:
+            return
+        finally:
+            quiet[0] = False
+        yield step
+
+
+def _route_command_quietly(original, quiet):
+    def command(self, reactor, service, line, use_json):
+        # The command's work runs later, as a generator ExaBGP schedules; the generator is
+        # wrapped on its way into the queue so that only its own steps are quiet.
+        asynchronous = reactor.asynchronous
+        schedule = asynchronous.schedule
+
+        def quietly(uid, text, callback):
+            return schedule(uid, text, _stepped_quietly(callback, quiet))
+
+        asynchronous.schedule = quietly
+        try:
+            return original(self, reactor, service, line, use_json)
+        finally:
+            del asynchronous.schedule  # the class's own method again
+
+    command.__wrapped__ = original
+    return command
+
+
 def apply_patches() -> bool:
     """Patch ExaBGP in this process; False (and nothing changed) on another release."""
     if os.environ.get(DISABLE_ENV) == "0":
@@ -136,12 +209,18 @@ def apply_patches() -> bool:
         )
         return False
     from exabgp.bgp.message.update import Update
+    from exabgp.bgp.message.update.nlri.inet import INET
     from exabgp.bgp.message.update.nlri.nlri import NLRI
+    from exabgp.bgp.message.update.nlri.qualifier import PathInfo
     from exabgp.configuration.configuration import Configuration
     from exabgp.configuration.core.tokeniser import Tokeniser
+    from exabgp.logger import option
+    from exabgp.protocol.family import Family
+    from exabgp.reactor.api.command.command import Command
     from exabgp.reactor.asynchronous import ASYNC
     from exabgp.reactor.loop import Reactor
     from exabgp.reactor.peer import Peer
+    from exabgp.rib.change import Change
 
     if not hasattr(Configuration.inject_change, "__wrapped__"):
         Configuration.inject_change = _inject_change_without_copy(Configuration.inject_change)
@@ -153,6 +232,14 @@ def apply_patches() -> bool:
         Tokeniser.set_api = _fast_api_tokeniser(Tokeniser.set_api)
     if not hasattr(Update._split_nlris, "__wrapped__"):
         Update._split_nlris = _presorted_nlris(Update._split_nlris, NLRI.__lt__)
+    if not hasattr(Change.extensive, "__wrapped__"):
+        quiet = [False]
+        Change.extensive = _quiet_route_text(Change.extensive, quiet, option.log_enabled)
+        for name in QUIET_COMMANDS:
+            Command.callback["text"][name] = _route_command_quietly(
+                Command.callback["text"][name], quiet)
+    if not hasattr(INET.index, "__wrapped__"):
+        INET.index = _inet_index_with_family_once(INET.index, Family.index, PathInfo.NOPATH)
     ASYNC.LIMIT = COMMAND_STEPS_PER_ROUND
     return True
 

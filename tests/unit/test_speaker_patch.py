@@ -16,9 +16,8 @@ def test_installed_exabgp_is_the_release_the_patch_was_written_for():
     assert exabgp_main.installed_version() == exabgp_main.PATCHED_VERSION
 
 
-def _fake_change(self_next_hop: bool):
-    family = SimpleNamespace(afi_safi=lambda: ("ipv4", "unicast"))
-    nlri = SimpleNamespace(nexthop=SimpleNamespace(SELF=self_next_hop), family=lambda: family)
+def _fake_change(self_next_hop: bool, afi: str = "ipv4"):
+    nlri = SimpleNamespace(nexthop=SimpleNamespace(SELF=self_next_hop), afi=afi, safi="unicast")
     return SimpleNamespace(nlri=nlri)
 
 
@@ -32,21 +31,23 @@ class _FakeNeighbor:
 
 
 @pytest.mark.parametrize(
-    "peers, self_next_hop, copied",
-    [(["a"], False, False), (["a"], True, True), (["a", "b"], False, True)],
+    "peers, self_next_hop, afi, copied",
+    [(["a"], False, "ipv4", False), (["a"], True, "ipv4", True),
+     (["a", "b"], False, "ipv4", True), (["a"], False, "ipv6", True)],
     ids=[
         "one neighbour with an explicit next hop shares the parsed change",
         "next-hop self still goes through ExaBGP's own copy",
         "several neighbours still get their own copies",
+        "a family the neighbour lacks goes to ExaBGP's own path",
     ],
 )
 def test_the_copy_is_skipped_only_when_nothing_can_share_or_rewrite_the_change(
-    peers, self_next_hop, copied
+    peers, self_next_hop, afi, copied
 ):
     calls = []
     patched = exabgp_main._inject_change_without_copy(lambda self, p, c: calls.append(c) or True)
     config = SimpleNamespace(neighbors={"a": _FakeNeighbor(), "b": _FakeNeighbor()})
-    change = _fake_change(self_next_hop)
+    change = _fake_change(self_next_hop, afi)
     assert patched(config, peers, change)
     assert bool(calls) == copied
     if not copied:
@@ -66,6 +67,13 @@ def test_the_patch_is_applied_in_a_fresh_interpreter_and_only_once():
         f"assert ASYNC.LIMIT == {exabgp_main.COMMAND_STEPS_PER_ROUND}\n"
         "from exabgp.configuration.core.tokeniser import Tokeniser\n"
         "assert not hasattr(Tokeniser.set_api.__wrapped__, '__wrapped__')\n"
+        "from exabgp.bgp.message.update.nlri.inet import INET\n"
+        "assert not hasattr(INET.index.__wrapped__, '__wrapped__')\n"
+        "from exabgp.rib.change import Change\n"
+        "assert not hasattr(Change.extensive.__wrapped__, '__wrapped__')\n"
+        "from exabgp.reactor.api.command.command import Command\n"
+        "for name in m.QUIET_COMMANDS:\n"
+        "    assert not hasattr(Command.callback['text'][name].__wrapped__, '__wrapped__')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -193,3 +201,61 @@ def test_the_reactor_does_not_sleep_while_commands_wait():
     patched(SimpleNamespace(asynchronous=SimpleNamespace(_async=[("uid", iter(()))])), 1)
     patched(SimpleNamespace(asynchronous=SimpleNamespace(_async=[])), 1)
     assert calls == [0, 1]
+
+
+def test_the_inet_index_is_exabgps_with_the_family_built_once():
+    import random
+
+    from exabgp.bgp.message import Action
+    from exabgp.bgp.message.update.nlri.cidr import CIDR
+    from exabgp.bgp.message.update.nlri.inet import INET
+    from exabgp.bgp.message.update.nlri.qualifier import PathInfo
+    from exabgp.protocol.family import AFI, SAFI, Family
+    from exabgp.protocol.ip import IP
+
+    original = getattr(INET.index, "__wrapped__", INET.index)
+    patched = exabgp_main._inet_index_with_family_once(original, Family.index, PathInfo.NOPATH)
+    rng = random.Random(11)
+    for _ in range(3000):
+        v6 = rng.random() < 0.4
+        afi = AFI.ipv6 if v6 else AFI.ipv4
+        nlri = INET(afi, rng.choice([SAFI.unicast, SAFI.multicast]), Action.ANNOUNCE)
+        raw = bytes(rng.randrange(256) for _ in range(16 if v6 else 4))
+        nlri.cidr = CIDR(raw, rng.randint(0, 128 if v6 else 32))
+        if rng.random() < 0.2:
+            nlri.path_info = PathInfo(bytes(rng.randrange(256) for _ in range(4)))
+        assert patched(nlri) == original(nlri), IP.ntop(raw)
+
+
+class _Scheduler:
+    def __init__(self):
+        self.queued = []
+
+    def schedule(self, uid, command, callback):
+        self.queued.append(callback)
+
+
+@pytest.mark.parametrize("info_logged", [False, True])
+def test_route_commands_build_no_route_text_only_while_it_is_not_logged(info_logged):
+    quiet = [False]
+    text = exabgp_main._quiet_route_text(lambda change: "10.0.0.1/32 next-hop 10.0.0.9", quiet,
+                                         lambda source, level: info_logged)
+    seen = []
+
+    def command(self, reactor, service, line, use_json):
+        def steps():
+            seen.append(text(None))  # what ExaBGP's own step builds its log line from
+            yield False
+            seen.append(text(None))
+        reactor.asynchronous.schedule(service, line, steps())
+        return True
+
+    reactor = SimpleNamespace(asynchronous=_Scheduler())
+    wrapped = exabgp_main._route_command_quietly(command, quiet)
+    assert wrapped(None, reactor, "svc", "announce attributes ...", False)
+    assert "schedule" not in vars(reactor.asynchronous)  # the class's method is back
+    assert text(None) == "10.0.0.1/32 next-hop 10.0.0.9"  # scheduling is not a step
+    assert list(reactor.asynchronous.queued[0]) == [False]
+    expected = "10.0.0.1/32 next-hop 10.0.0.9" if info_logged else ""
+    assert seen == [expected, expected]
+    assert text(None) == "10.0.0.1/32 next-hop 10.0.0.9"  # outside the steps: the full text
