@@ -569,7 +569,8 @@ class Speaker:
         prefixes = list(self._index.by_prefix)
         for start in range(0, len(prefixes), REFRESH_SLICE):
             view = self._index.view(target, prefixes[start : start + REFRESH_SLICE])
-            sent.update(view)
+            if leftover:  # usually empty: then 100,000 hashes of prefixes are not needed
+                sent.update(view)
             yield from commands(address, list(view.values()), [])
         yield from commands(address, [], [a for p, a in leftover.items() if p not in sent])
         # End-of-RIB only for what the session negotiated: ExaBGP sends one for any family
