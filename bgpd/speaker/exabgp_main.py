@@ -146,6 +146,25 @@ def _inet_index_with_family_once(original, family_index, no_path):
     return index
 
 
+def _one_family_object_each(original):
+    families: dict[tuple, object] = {}
+
+    def family(self):
+        # NLRI.family() builds a new Family, and an AFI and a SAFI object, at each call:
+        # three times per route we send (filing it in the outgoing RIB, twice in
+        # Update._split_nlris), each to read its (afi, safi) or compare it. Nothing in
+        # ExaBGP changes the object it gets, so one per family (at most the few INET
+        # families) is made and shared.
+        key = (self.afi, self.safi)
+        found = families.get(key)
+        if found is None:
+            found = families[key] = original(self)
+        return found
+
+    family.__wrapped__ = original
+    return family
+
+
 QUIET_COMMANDS = ("announce attributes", "withdraw attributes")
 """The commands bgpd sends routes with: theirs are the only per-route log lines quietened."""
 
@@ -238,6 +257,8 @@ def apply_patches() -> bool:
         for name in QUIET_COMMANDS:
             Command.callback["text"][name] = _route_command_quietly(
                 Command.callback["text"][name], quiet)
+    if not hasattr(INET.family, "__wrapped__"):
+        INET.family = _one_family_object_each(INET.family)
     if not hasattr(INET.index, "__wrapped__"):
         INET.index = _inet_index_with_family_once(INET.index, Family.index, PathInfo.NOPATH)
     ASYNC.LIMIT = COMMAND_STEPS_PER_ROUND

@@ -69,6 +69,7 @@ def test_the_patch_is_applied_in_a_fresh_interpreter_and_only_once():
         "assert not hasattr(Tokeniser.set_api.__wrapped__, '__wrapped__')\n"
         "from exabgp.bgp.message.update.nlri.inet import INET\n"
         "assert not hasattr(INET.index.__wrapped__, '__wrapped__')\n"
+        "assert not hasattr(INET.family.__wrapped__, '__wrapped__')\n"
         "from exabgp.rib.change import Change\n"
         "assert not hasattr(Change.extensive.__wrapped__, '__wrapped__')\n"
         "from exabgp.reactor.api.command.command import Command\n"
@@ -259,3 +260,24 @@ def test_route_commands_build_no_route_text_only_while_it_is_not_logged(info_log
     expected = "10.0.0.1/32 next-hop 10.0.0.9" if info_logged else ""
     assert seen == [expected, expected]
     assert text(None) == "10.0.0.1/32 next-hop 10.0.0.9"  # outside the steps: the full text
+
+
+def test_one_family_object_is_shared_per_family_and_equals_exabgps():
+    from exabgp.bgp.message import Action
+    from exabgp.bgp.message.update.nlri.inet import INET
+    from exabgp.bgp.message.update.nlri.label import Label
+    from exabgp.protocol.family import AFI, SAFI
+
+    original = getattr(INET.family, "__wrapped__", INET.family)
+    patched = exabgp_main._one_family_object_each(original)
+    made = {}
+    for cls, afi, safi in [(INET, AFI.ipv4, SAFI.unicast), (INET, AFI.ipv6, SAFI.unicast),
+                           (INET, AFI.ipv4, SAFI.multicast), (Label, AFI.ipv4, SAFI.nlri_mpls)]:
+        for _ in range(3):
+            nlri = cls(afi, safi, Action.ANNOUNCE)
+            got, want = patched(nlri), original(nlri)
+            assert type(got) is type(want)
+            assert got.afi_safi() == want.afi_safi() == (afi, safi)
+            assert got == want
+            assert made.setdefault((afi, safi), got) is got  # shared within a family
+    assert len({id(f) for f in made.values()}) == 4  # and never across families
