@@ -111,15 +111,28 @@ def _api_statements(tokeniser, line):
             words = []
 
 
+class InIndexOrder(list):
+    """NLRIs already in ``NLRI.__lt__`` order (sorted by ``index()``)."""
+
+
+def sorted_unless_in_index_order(iterable, /, *, key=None, reverse=False):
+    """``sorted`` for ExaBGP's update module: a list we sorted already is copied as it is,
+    anything else is sorted by the builtin."""
+    if type(iterable) is InIndexOrder and key is None and not reverse:
+        return list(iterable)
+    return sorted(iterable, key=key, reverse=reverse)
+
+
 def _presorted_nlris(original, plain_lt):
     def _split_nlris(self, negotiated):
         # Update._split_nlris sorts with NLRI.__lt__, which builds both NLRIs' index()
         # bytes for every comparison: 2 n log n of them for an UPDATE of n prefixes. For
         # NLRIs compared by NLRI.__lt__ (index() < index()), a sort keyed on index() gives
-        # the same order (both sorts are stable), and ExaBGP's sort then finds it sorted.
+        # the same order (both sorts are stable); marked as such, ExaBGP's sort in that
+        # module (sorted_unless_in_index_order) copies it instead of comparing again.
         nlris = self.nlris
         if len(nlris) > 2 and all(type(n).__lt__ is plain_lt for n in nlris):
-            self.nlris = sorted(nlris, key=lambda n: n.index())
+            self.nlris = InIndexOrder(sorted(nlris, key=lambda n: n.index()))
         return original(self, negotiated)
 
     _split_nlris.__wrapped__ = original
@@ -251,6 +264,8 @@ def apply_patches() -> bool:
         Tokeniser.set_api = _fast_api_tokeniser(Tokeniser.set_api)
     if not hasattr(Update._split_nlris, "__wrapped__"):
         Update._split_nlris = _presorted_nlris(Update._split_nlris, NLRI.__lt__)
+        # _split_nlris' module looks `sorted` up in its globals first (its only use)
+        sys.modules[Update.__module__].sorted = sorted_unless_in_index_order
     if not hasattr(Change.extensive, "__wrapped__"):
         quiet = [False]
         Change.extensive = _quiet_route_text(Change.extensive, quiet, option.log_enabled)

@@ -70,6 +70,8 @@ def test_the_patch_is_applied_in_a_fresh_interpreter_and_only_once():
         "from exabgp.bgp.message.update.nlri.inet import INET\n"
         "assert not hasattr(INET.index.__wrapped__, '__wrapped__')\n"
         "assert not hasattr(INET.family.__wrapped__, '__wrapped__')\n"
+        "import exabgp.bgp.message.update as u\n"
+        "assert u.sorted is m.sorted_unless_in_index_order\n"
         "from exabgp.rib.change import Change\n"
         "assert not hasattr(Change.extensive.__wrapped__, '__wrapped__')\n"
         "from exabgp.reactor.api.command.command import Command\n"
@@ -188,12 +190,19 @@ def test_presorting_nlris_keeps_exabgps_order():
         nlris.append(nlri)
     nlris += nlris[:50]  # equal keys: both sorts keep their first-seen order
     seen = []
-    patched = exabgp_main._presorted_nlris(lambda self, neg: seen.append(sorted(self.nlris)),
+    shim = exabgp_main.sorted_unless_in_index_order
+    patched = exabgp_main._presorted_nlris(lambda self, neg: seen.append(shim(self.nlris)),
                                            NLRI.__lt__)
     update = SimpleNamespace(nlris=list(nlris))
     patched(update, None)
-    assert [id(n) for n in update.nlris] == [id(n) for n in sorted(nlris)]
-    assert [id(n) for n in seen[0]] == [id(n) for n in sorted(nlris)]
+    expected = [id(n) for n in sorted(nlris)]  # the builtin, with NLRI.__lt__
+    assert [id(n) for n in update.nlris] == expected
+    assert [id(n) for n in seen[0]] == expected  # what ExaBGP's loop walks
+    assert type(seen[0]) is list and seen[0] is not update.nlris
+    # anything not marked is sorted as the builtin sorts it
+    assert [id(n) for n in shim(list(reversed(nlris)))] == [
+        id(n) for n in sorted(reversed(nlris))]
+    assert shim([3, 1, 2], reverse=True) == [3, 2, 1]
 
 
 def test_the_reactor_does_not_sleep_while_commands_wait():
