@@ -67,6 +67,8 @@ from bgpd.policy.claims import (
     Claim,
 )
 from bgpd.policy.drain import drain_trigger, less_preferred, withdraws
+from bgpd.policy.memo import Entry, clear_service_memo, make_entry, memo_size, service_memo
+from bgpd.policy.memo import announcement as _announcement
 from bgpd.policy.pods import node_claims, pod_claims
 from bgpd.policy.services import clear_plain_verdicts, service_claims
 from bgpd.policy.weights import link_bandwidth
@@ -92,28 +94,6 @@ def _contender(claim: Claim) -> str:
     if claim.use == POD_EXTERNAL_IP:
         return claim.owner.rpartition("/")[0] + "/*"
     return claim.owner
-
-
-_new = object.__new__
-_set_prefix = Announcement.prefix.__set__  # type: ignore[attr-defined]
-_set_attributes = Announcement.attributes.__set__  # type: ignore[attr-defined]
-_set_next_hop = Announcement.next_hop.__set__  # type: ignore[attr-defined]
-
-
-def _fast_announcement(prefix: IPNetwork, attributes: Attributes) -> Announcement:
-    """``Announcement(prefix, attributes)`` without the frozen dataclass's __init__ (three
-    object.__setattr__ calls in Python): a full decision makes ~15,000 of them."""
-    ann = _new(Announcement)
-    _set_prefix(ann, prefix)
-    _set_attributes(ann, attributes)
-    _set_next_hop(ann, None)
-    return ann
-
-
-# Only while Announcement has exactly these three fields (a new one would stay unset).
-_announcement = (_fast_announcement
-                 if [f.name for f in dataclasses.fields(Announcement)]
-                 == ["prefix", "attributes", "next_hop"] else Announcement)
 
 
 def _unique(keys: list[str]) -> list[str]:
@@ -254,8 +234,7 @@ class Decider:
         self._services: Mapping[str, ServiceInfo] = {}
         self._services_seen: dict[str, ServiceInfo] = {}  # the Services judged, by key
         self._namespaces: Mapping[str, NamespaceInfo] = {}
-        self._svc_inputs: dict[str, tuple[ServiceInfo, tuple[EndpointSliceInfo, ...],
-                                          NamespaceInfo | None]] = {}
+        self._svc_inputs: dict[str, Entry] = {}  # see memo.py
         # The node and its pods: the inputs last judged and what came of them.
         self._node: object = _NO_NODE
         self._node_judged: tuple[tuple[Claim, ...] | None, list[IPNetwork], bool, str] = (
@@ -325,7 +304,7 @@ class Decider:
         if not opted_out:
             self._ann_shared = True
         self._sources_shared = True
-        _trim_caches(self._n_claims)
+        _trim_caches(self._n_claims, len(self._services_seen))
         return Decision({} if opted_out else self._ann,
                         {} if opted_out else dict(self._routes),
                         self._sources, dict(self._winners), opted_out, snapshot.synced,
@@ -420,6 +399,7 @@ class Decider:
         ChangeLog), so one change costs one lookup, not a pass over 20,000 Services."""
         seen = self._services_seen
         inputs = self._svc_inputs
+        memo = service_memo(config, node_name)
         first = not seen  # nothing judged yet: every Service is new
         if first and services is not self._services:
             # Every Service is judged with its current slices and namespace, so what
@@ -435,6 +415,7 @@ class Decider:
                     if svc is None:
                         if seen.pop(key, None) is not None:  # deleted
                             inputs.pop(key, None)
+                            memo.pop(key, None)
                             self._set_source(_SVC + key, (), dirty)
                     elif seen.get(key) is not svc:
                         todo.append((key, svc))
@@ -443,6 +424,7 @@ class Decider:
                 for key in gone:
                     del seen[key]
                     inputs.pop(key, None)
+                    memo.pop(key, None)
                     self._set_source(_SVC + key, (), dirty)
                 todo = [(k, services[k]) for k in keys]
             self._services = services
@@ -460,9 +442,11 @@ class Decider:
             if (old is not None and old[0] is svc and old[1] == slices
                     and old[2] == ns_info):
                 continue
-            inputs[key] = (svc, slices, ns_info)
-            set_source(_SVC + key, service_claims(
-                svc, slices, node_name, config, ns_info.labels if ns_info else None), dirty)
+            claims = service_claims(svc, slices, node_name, config,
+                                    ns_info.labels if ns_info else None)
+            source = _SVC + key
+            inputs[key] = memo[key] = make_entry(svc, slices, ns_info, claims, source)
+            set_source(source, claims, dirty)
 
     def _judge_all_services(self, services: Mapping[str, ServiceInfo],
                             namespaces: Mapping[str, NamespaceInfo], by_label: bool,
@@ -476,27 +460,53 @@ class Decider:
         here, as _settle_all() would settle one claim (no contest, no route, no note),
         instead of being marked dirty: nothing was announced for it unless something
         earlier in this decision took its claims back, and then it is dirty already and
-        settled again. A second claim on it marks it dirty, to be settled with the others."""
+        settled again. A second claim on it marks it dirty, to be settled with the others.
+
+        A Service whose inputs are those the memo holds (memo.py) keeps the claims made
+        then."""
         self._services_seen.update(services)
         slices_of = self._slices_of
         inputs = self._svc_inputs
+        memo = service_memo(config, node_name)
         sources = self._sources_writable()
         by_prefix = self._by_prefix
         rejecting = self._rejecting
         n_claims = 0
         settle_here = not self._drain[0]
         ann = self._ann_writable() if settle_here else {}
+        memo_get = memo.get
         for key, svc in services.items():
-            slices = _ordered_slices(slices_of.get(key))
+            group = slices_of.get(key)  # _ordered_slices(), inlined for its common cases
+            slices = (() if group is None else (*group.values(),) if len(group) == 1
+                      else _ordered_slices(group))
             ns_info = namespaces.get(svc.namespace) if by_label else None
-            inputs[key] = (svc, slices, ns_info)
-            claims = service_claims(svc, slices, node_name, config,
-                                    ns_info.labels if ns_info else None)
+            entry = memo_get(key)
+            if (entry is None or entry[0] is not svc or entry[1] != slices
+                    or (entry[2] is not ns_info and entry[2] != ns_info)):
+                claims = service_claims(svc, slices, node_name, config,
+                                        ns_info.labels if ns_info else None)
+                entry = memo[key] = make_entry(svc, slices, ns_info, claims, _SVC + key)
+            inputs[key] = entry
+            _, _, _, claims, source, prefix, one, announced, rejected = entry
             if not claims:
                 continue
-            source = _SVC + key
             sources[source] = claims
             n_claims += len(claims)
+            if prefix is not None:  # one contending claim: make_entry() did the sorting
+                holders = by_prefix.get(prefix)
+                if holders is None:
+                    by_prefix[prefix] = {source: one}
+                    if settle_here:
+                        if announced is not None:
+                            ann[prefix] = announced
+                    else:
+                        dirty.add(prefix)
+                else:  # pods or another Service claim it too
+                    holders[source] = holders.get(source, ()) + one
+                    dirty.add(prefix)
+                if rejected:
+                    rejecting.add(source)
+                continue
             for c in claims:  # what _set_source() does for a source that had no claims
                 reason = c.reason
                 if reason in CONTENDING:
@@ -769,15 +779,18 @@ CACHE_SLACK = 8192
 """Parsed addresses the caches may hold beyond twice the claims in play."""
 
 
-def _trim_caches(live: int) -> None:
+def _trim_caches(live: int, services: int = 0) -> None:
     """Empty the address caches when they hold far more than the addresses still in play:
     a tenant who writes 65,536 distinct addresses and deletes them must not leave ~75 MB of
     parsed addresses in every agent until the caches cycle. In steady state every cached
-    address belongs to a claim, so the caches are never emptied."""
+    address belongs to a claim, so the caches are never emptied. Likewise the Service memo
+    against the ``services`` in play."""
     if addresses._host_prefix.cache_info().currsize > 2 * live + CACHE_SLACK:
         addresses._host_prefix.cache_clear()
         claim_rules._pool_verdict.cache_clear()
         clear_plain_verdicts()
+    if memo_size() > 2 * services + CACHE_SLACK:
+        clear_service_memo()
 
 
 def decide(snapshot: Snapshot, config: Config, node_name: str) -> Decision:
