@@ -477,7 +477,7 @@ class Decider:
         memo_get = memo.get
         for key, svc in services.items():
             group = slices_of.get(key)  # _ordered_slices(), inlined for its common cases
-            slices = (() if group is None else (*group.values(),) if len(group) == 1
+            slices = (() if group is None else tuple(group.values()) if len(group) == 1
                       else _ordered_slices(group))
             ns_info = namespaces.get(svc.namespace) if by_label else None
             entry = memo_get(key)
