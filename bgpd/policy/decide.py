@@ -67,8 +67,14 @@ from bgpd.policy.claims import (
     Claim,
 )
 from bgpd.policy.drain import drain_trigger, less_preferred, withdraws
-from bgpd.policy.memo import Entry, clear_service_memo, make_entry, memo_size, service_memo
 from bgpd.policy.memo import announcement as _announcement
+from bgpd.policy.memo import (
+    clear_service_memo,
+    forget_service,
+    make_entry,
+    memo_size,
+    service_memo,
+)
 from bgpd.policy.pods import node_claims, pod_claims
 from bgpd.policy.services import clear_plain_verdicts, service_claims
 from bgpd.policy.weights import link_bandwidth
@@ -234,7 +240,9 @@ class Decider:
         self._services: Mapping[str, ServiceInfo] = {}
         self._services_seen: dict[str, ServiceInfo] = {}  # the Services judged, by key
         self._namespaces: Mapping[str, NamespaceInfo] = {}
-        self._svc_inputs: dict[str, Entry] = {}  # see memo.py
+        # Per Service, (ServiceInfo, its slices, its NamespaceInfo) last judged: a memo
+        # entry (memo.py) after a full decision, those three alone after a change.
+        self._svc_inputs: dict[str, tuple] = {}
         # The node and its pods: the inputs last judged and what came of them.
         self._node: object = _NO_NODE
         self._node_judged: tuple[tuple[Claim, ...] | None, list[IPNetwork], bool, str] = (
@@ -399,7 +407,6 @@ class Decider:
         ChangeLog), so one change costs one lookup, not a pass over 20,000 Services."""
         seen = self._services_seen
         inputs = self._svc_inputs
-        memo = service_memo(config, node_name)
         first = not seen  # nothing judged yet: every Service is new
         if first and services is not self._services:
             # Every Service is judged with its current slices and namespace, so what
@@ -415,7 +422,7 @@ class Decider:
                     if svc is None:
                         if seen.pop(key, None) is not None:  # deleted
                             inputs.pop(key, None)
-                            memo.pop(key, None)
+                            forget_service(key)
                             self._set_source(_SVC + key, (), dirty)
                     elif seen.get(key) is not svc:
                         todo.append((key, svc))
@@ -424,7 +431,7 @@ class Decider:
                 for key in gone:
                     del seen[key]
                     inputs.pop(key, None)
-                    memo.pop(key, None)
+                    forget_service(key)
                     self._set_source(_SVC + key, (), dirty)
                 todo = [(k, services[k]) for k in keys]
             self._services = services
@@ -442,11 +449,12 @@ class Decider:
             if (old is not None and old[0] is svc and old[1] == slices
                     and old[2] == ns_info):
                 continue
-            claims = service_claims(svc, slices, node_name, config,
-                                    ns_info.labels if ns_info else None)
-            source = _SVC + key
-            inputs[key] = memo[key] = make_entry(svc, slices, ns_info, claims, source)
-            set_source(source, claims, dirty)
+            # The memo keeps what a full decision judged; a change only drops its entry
+            # (making one costs more than the next full decision saves).
+            forget_service(key)
+            inputs[key] = (svc, slices, ns_info)
+            set_source(_SVC + key, service_claims(
+                svc, slices, node_name, config, ns_info.labels if ns_info else None), dirty)
 
     def _judge_all_services(self, services: Mapping[str, ServiceInfo],
                             namespaces: Mapping[str, NamespaceInfo], by_label: bool,
@@ -721,7 +729,7 @@ class Decider:
             if prefix in self._ann:
                 del self._ann_writable()[prefix]
         else:
-            announcement = Announcement(net, attrs)
+            announcement = _announcement(net, attrs)
             if self._ann.get(prefix) != announcement:
                 self._ann_writable()[prefix] = announcement
         if vias and net is not None:

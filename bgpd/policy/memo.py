@@ -96,6 +96,12 @@ def service_memo(config: Config, node: str) -> dict[str, Entry]:
     return memo.entries
 
 
+def forget_service(key: str) -> None:
+    """Drop the entry of a Service that changed or went (whatever config it is under: at
+    worst another config's Decider judges that Service again)."""
+    _memo.entries.pop(key, None)
+
+
 def memo_size() -> int:
     return len(_memo.entries)
 

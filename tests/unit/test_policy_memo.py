@@ -138,11 +138,12 @@ def test_the_memo_is_bounded_by_the_services_in_play(monkeypatch):
     monkeypatch.setattr(decide_module, "CACHE_SLACK", 4)
     cfg = config()
     node = _node(random.Random(1))
+    made = {prefix: [ServiceInfo("a", f"{prefix}{i}", cluster_ips=("10.96.0.10",),
+                                 external_ips=(f"198.51.100.{i + 1}",)) for i in range(40)]
+            for prefix in "st"}
 
     def snap(n, prefix="s"):
-        svcs = [ServiceInfo("a", f"{prefix}{i}", cluster_ips=("10.96.0.10",),
-                            external_ips=(f"198.51.100.{i + 1}",)) for i in range(n)]
-        return Snapshot(node=node, services={s.key: s for s in svcs})
+        return Snapshot(node=node, services={s.key: s for s in made[prefix][:n]})
 
     memo.clear_service_memo()
     decider = Decider()
@@ -150,9 +151,13 @@ def test_the_memo_is_bounded_by_the_services_in_play(monkeypatch):
     assert memo.memo_size() == 40
     decider.decide(snap(3), cfg, NODE)  # 37 deleted, one by one: their entries go
     assert memo.memo_size() == 3
+    changed = snap(3)
+    changed.services["a/s0"] = dataclasses.replace(made["s"][0])  # judged again: dropped
+    decider.decide(changed, cfg, NODE)
+    assert memo.memo_size() == 2
     Decider().decide(snap(40, "t"), cfg, NODE)  # 40 new ones, by a fresh Decider
-    assert memo.memo_size() == 43
-    Decider().decide(snap(2), cfg, NODE)  # 43 entries for 2 Services: emptied
+    assert memo.memo_size() == 42
+    Decider().decide(snap(2), cfg, NODE)  # 42 entries for 2 Services: emptied
     assert memo.memo_size() == 0
     Decider().decide(snap(2), cfg, NODE)
     assert memo.memo_size() == 2
