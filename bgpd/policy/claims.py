@@ -62,10 +62,12 @@ def pool_for(prefix: IPNetwork, pools: tuple[Pool, ...]) -> Pool | None:
     return _pool_for(str(prefix), pools)
 
 
-def _pool_for(key: str, pools: tuple[Pool, ...]) -> Pool | None:
-    # Uncached: _pool_verdict, which calls it, is cached already.
-    if key.endswith("/32"):  # an IPv4 host: integer compares instead of ipaddress objects
-        value = v4_int(key[:-3])
+def _pool_for(key: str, pools: tuple[Pool, ...], value: int | None = None) -> Pool | None:
+    # Uncached: _pool_verdict, which calls it, is cached already. ``value``: the address
+    # as an integer when ``key`` is an IPv4 host prefix and the caller has it.
+    if value is not None or key.endswith("/32"):  # an IPv4 host: integer compares
+        if value is None:
+            value = v4_int(key[:-3])
         if value is not None:
             for pool, ranges in _v4_ranges(pools):
                 for low, high in ranges:
@@ -109,12 +111,17 @@ address (the pool's verdict texts are shared), about 300 bytes: at most ~20 MB h
 many addresses tenants write and delete."""
 
 
-@lru_cache(maxsize=POOL_CACHE_SIZE)
-def _pool_verdict(key: str, use: str, pools: tuple[Pool, ...]) -> tuple[Pool | None, str, str]:
-    pool = _pool_for(key, pools)
+def judge_pool(key: str, use: str, pools: tuple[Pool, ...], value: int | None = None
+               ) -> tuple[Pool | None, str, str]:
+    """pool_verdict() without a namespace, uncached (``value``: see _pool_for), for a
+    caller that keeps the answer itself (services._PlainVerdicts)."""
+    pool = _pool_for(key, pools, value)
     if pool is None:
         return None, reasons.OUTSIDE_POOLS, f"{key} lies in no configured pool"
     return _pool_use_verdict(pool, use)
+
+
+_pool_verdict = lru_cache(maxsize=POOL_CACHE_SIZE)(judge_pool)
 
 
 @lru_cache(maxsize=1024)

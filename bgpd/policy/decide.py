@@ -22,13 +22,14 @@ Where the time goes, and why it is cheap (bench/policy.py, 20,000 Services):
   copied before the Decider's next write to them (copy on write): a decision that changes
   no announcement shares the previous one's dict. Nobody writes to a Decision's maps.
 
-A full decision (a fresh Decider: the first round, a config reload) still judges every
-Service: about 7-8 us each on the 2-core reference machine (bench/policy.py). Every Service
-is judged in one loop (_judge_all_services) that files its claims directly, settling a
-prefix only it claims on the spot; plain Services (no annotations of ours, the common
-case) look their addresses up in per-config tables (services.py). What is left is mostly
-the objects a decision keeps: two claims, a source entry, a by-prefix entry and an
-Announcement per Service. A process's first decision also parses every address once (the
+A full decision (a fresh Decider: the first round, a config reload, a drain starting or
+ending) goes over every Service in one loop (_judge_all_services) that files its claims
+directly, settling a prefix only it claims on the spot. A Service judged before under the
+same config and node, from the very same inputs, takes its claims and what filing them
+needs from the memo (memo.py): about 2.5 us a Service on the 2-core reference machine
+(bench/policy.py), a quarter of it grouping the EndpointSlices by Service. Otherwise plain
+Services (no annotations of ours, the common case) look their addresses up in per-config
+tables (services.py); a process's first decision also parses every address once (the
 IPv4 fast path in addresses.py makes that a third of what ipaddress took).
 """
 
@@ -67,6 +68,14 @@ from bgpd.policy.claims import (
     Claim,
 )
 from bgpd.policy.drain import drain_trigger, less_preferred, withdraws
+from bgpd.policy.memo import announcement as _announcement
+from bgpd.policy.memo import (
+    clear_service_memo,
+    forget_service,
+    make_entry,
+    memo_size,
+    service_memo,
+)
 from bgpd.policy.pods import node_claims, pod_claims
 from bgpd.policy.services import clear_plain_verdicts, service_claims
 from bgpd.policy.weights import link_bandwidth
@@ -92,28 +101,6 @@ def _contender(claim: Claim) -> str:
     if claim.use == POD_EXTERNAL_IP:
         return claim.owner.rpartition("/")[0] + "/*"
     return claim.owner
-
-
-_new = object.__new__
-_set_prefix = Announcement.prefix.__set__  # type: ignore[attr-defined]
-_set_attributes = Announcement.attributes.__set__  # type: ignore[attr-defined]
-_set_next_hop = Announcement.next_hop.__set__  # type: ignore[attr-defined]
-
-
-def _fast_announcement(prefix: IPNetwork, attributes: Attributes) -> Announcement:
-    """``Announcement(prefix, attributes)`` without the frozen dataclass's __init__ (three
-    object.__setattr__ calls in Python): a full decision makes ~15,000 of them."""
-    ann = _new(Announcement)
-    _set_prefix(ann, prefix)
-    _set_attributes(ann, attributes)
-    _set_next_hop(ann, None)
-    return ann
-
-
-# Only while Announcement has exactly these three fields (a new one would stay unset).
-_announcement = (_fast_announcement
-                 if [f.name for f in dataclasses.fields(Announcement)]
-                 == ["prefix", "attributes", "next_hop"] else Announcement)
 
 
 def _unique(keys: list[str]) -> list[str]:
@@ -254,8 +241,9 @@ class Decider:
         self._services: Mapping[str, ServiceInfo] = {}
         self._services_seen: dict[str, ServiceInfo] = {}  # the Services judged, by key
         self._namespaces: Mapping[str, NamespaceInfo] = {}
-        self._svc_inputs: dict[str, tuple[ServiceInfo, tuple[EndpointSliceInfo, ...],
-                                          NamespaceInfo | None]] = {}
+        # Per Service, (ServiceInfo, its slices, its NamespaceInfo) last judged: a memo
+        # entry (memo.py) after a full decision, those three alone after a change.
+        self._svc_inputs: dict[str, tuple] = {}
         # The node and its pods: the inputs last judged and what came of them.
         self._node: object = _NO_NODE
         self._node_judged: tuple[tuple[Claim, ...] | None, list[IPNetwork], bool, str] = (
@@ -325,7 +313,7 @@ class Decider:
         if not opted_out:
             self._ann_shared = True
         self._sources_shared = True
-        _trim_caches(self._n_claims)
+        _trim_caches(self._n_claims, len(self._services_seen))
         return Decision({} if opted_out else self._ann,
                         {} if opted_out else dict(self._routes),
                         self._sources, dict(self._winners), opted_out, snapshot.synced,
@@ -435,6 +423,7 @@ class Decider:
                     if svc is None:
                         if seen.pop(key, None) is not None:  # deleted
                             inputs.pop(key, None)
+                            forget_service(key)
                             self._set_source(_SVC + key, (), dirty)
                     elif seen.get(key) is not svc:
                         todo.append((key, svc))
@@ -443,6 +432,7 @@ class Decider:
                 for key in gone:
                     del seen[key]
                     inputs.pop(key, None)
+                    forget_service(key)
                     self._set_source(_SVC + key, (), dirty)
                 todo = [(k, services[k]) for k in keys]
             self._services = services
@@ -460,6 +450,9 @@ class Decider:
             if (old is not None and old[0] is svc and old[1] == slices
                     and old[2] == ns_info):
                 continue
+            # The memo keeps what a full decision judged; a change only drops its entry
+            # (making one costs more than the next full decision saves).
+            forget_service(key)
             inputs[key] = (svc, slices, ns_info)
             set_source(_SVC + key, service_claims(
                 svc, slices, node_name, config, ns_info.labels if ns_info else None), dirty)
@@ -476,27 +469,53 @@ class Decider:
         here, as _settle_all() would settle one claim (no contest, no route, no note),
         instead of being marked dirty: nothing was announced for it unless something
         earlier in this decision took its claims back, and then it is dirty already and
-        settled again. A second claim on it marks it dirty, to be settled with the others."""
+        settled again. A second claim on it marks it dirty, to be settled with the others.
+
+        A Service whose inputs are those the memo holds (memo.py) keeps the claims made
+        then."""
         self._services_seen.update(services)
         slices_of = self._slices_of
         inputs = self._svc_inputs
+        memo = service_memo(config, node_name)
         sources = self._sources_writable()
         by_prefix = self._by_prefix
         rejecting = self._rejecting
         n_claims = 0
         settle_here = not self._drain[0]
         ann = self._ann_writable() if settle_here else {}
+        memo_get = memo.get
         for key, svc in services.items():
-            slices = _ordered_slices(slices_of.get(key))
+            group = slices_of.get(key)  # _ordered_slices(), inlined for its common cases
+            slices = (() if group is None else tuple(group.values()) if len(group) == 1
+                      else _ordered_slices(group))
             ns_info = namespaces.get(svc.namespace) if by_label else None
-            inputs[key] = (svc, slices, ns_info)
-            claims = service_claims(svc, slices, node_name, config,
-                                    ns_info.labels if ns_info else None)
+            entry = memo_get(key)
+            if (entry is None or entry[0] is not svc or entry[1] != slices
+                    or (entry[2] is not ns_info and entry[2] != ns_info)):
+                claims = service_claims(svc, slices, node_name, config,
+                                        ns_info.labels if ns_info else None)
+                entry = memo[key] = make_entry(svc, slices, ns_info, claims, _SVC + key)
+            inputs[key] = entry
+            _, _, _, claims, source, prefix, one, announced, rejected = entry
             if not claims:
                 continue
-            source = _SVC + key
             sources[source] = claims
             n_claims += len(claims)
+            if prefix is not None:  # one contending claim: make_entry() did the sorting
+                holders = by_prefix.get(prefix)
+                if holders is None:
+                    by_prefix[prefix] = {source: one}
+                    if settle_here:
+                        if announced is not None:
+                            ann[prefix] = announced
+                    else:
+                        dirty.add(prefix)
+                else:  # pods or another Service claim it too
+                    holders[source] = holders.get(source, ()) + one
+                    dirty.add(prefix)
+                if rejected:
+                    rejecting.add(source)
+                continue
             for c in claims:  # what _set_source() does for a source that had no claims
                 reason = c.reason
                 if reason in CONTENDING:
@@ -711,7 +730,7 @@ class Decider:
             if prefix in self._ann:
                 del self._ann_writable()[prefix]
         else:
-            announcement = Announcement(net, attrs)
+            announcement = _announcement(net, attrs)
             if self._ann.get(prefix) != announcement:
                 self._ann_writable()[prefix] = announcement
         if vias and net is not None:
@@ -769,15 +788,18 @@ CACHE_SLACK = 8192
 """Parsed addresses the caches may hold beyond twice the claims in play."""
 
 
-def _trim_caches(live: int) -> None:
+def _trim_caches(live: int, services: int = 0) -> None:
     """Empty the address caches when they hold far more than the addresses still in play:
     a tenant who writes 65,536 distinct addresses and deletes them must not leave ~75 MB of
     parsed addresses in every agent until the caches cycle. In steady state every cached
-    address belongs to a claim, so the caches are never emptied."""
+    address belongs to a claim, so the caches are never emptied. Likewise the Service memo
+    against the ``services`` in play."""
     if addresses._host_prefix.cache_info().currsize > 2 * live + CACHE_SLACK:
         addresses._host_prefix.cache_clear()
         claim_rules._pool_verdict.cache_clear()
         clear_plain_verdicts()
+    if memo_size() > 2 * services + CACHE_SLACK:
+        clear_service_memo()
 
 
 def decide(snapshot: Snapshot, config: Config, node_name: str) -> Decision:

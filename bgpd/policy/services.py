@@ -16,7 +16,14 @@ from bgpd.policy import annotations as ann
 from bgpd.policy import reasons
 from bgpd.policy.addresses import _MAX_TEXT, _host_prefix, _Invalid, host_prefix
 from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
-from bgpd.policy.claims import CLUSTER_IP, EXTERNAL_IP, LOAD_BALANCER_IP, Claim, pool_verdict
+from bgpd.policy.claims import (
+    CLUSTER_IP,
+    EXTERNAL_IP,
+    LOAD_BALANCER_IP,
+    Claim,
+    judge_pool,
+    pool_verdict,
+)
 from bgpd.policy.endpoints import local_and_anywhere
 from bgpd.policy.weights import link_bandwidth
 
@@ -158,7 +165,10 @@ class _PlainVerdicts:
                             NO_ATTRIBUTES, False)
         else:
             assert self.config is not None
-            pool, reason, detail = pool_verdict(key, use, self.config.pools)
+            # Uncached: this table is the cache (the address's integer spares a parse).
+            pool, reason, detail = judge_pool(key, use, self.config.pools,
+                                              int(net.network_address) if version == 4
+                                              else None)
             if pool is None:
                 entry = (net, key, version, None, None, reason, detail, NO_ATTRIBUTES, False)
             else:

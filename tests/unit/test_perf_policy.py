@@ -28,7 +28,7 @@ from bgpd.model import (
     Snapshot,
 )
 from bgpd.policy import addresses
-from bgpd.policy.claims import pool_for
+from bgpd.policy.claims import _pool_for, pool_for
 from bgpd.policy.decide import Decider, decide
 from bgpd.policy.endpoints import summarize
 from tests.unit.policy_builders import BASE_CONFIG, NODE
@@ -114,6 +114,8 @@ def test_the_ipv4_pool_lookup_is_pool_contains():
             continue
         want = next((p for p in pools if p.contains(net)), None)
         assert pool_for(net, pools) is want, key
+        if net.version == 4:  # the plain Services' tables pass the address's integer
+            assert _pool_for(key, pools, int(net.network_address)) is want, key
     for net in map(ipaddress.ip_network, ("198.51.100.0/32", "198.51.100.255/32",
                                           "198.51.101.0/32", "198.51.99.255/32",
                                           "2001:db8:e::7/128", "10.96.0.0/24")):
