@@ -7,9 +7,11 @@ figure is really a process's first decision:
   them): ``tune_gc()`` at start, the snapshot built (the synced cache), ``freeze_after_sync()``,
   then every decision inside ``gc_paused()``. ``cold_full_ms`` is its first decision (address
   caches cold: the agent's first round after a restart), ``full_ms`` a full decision from a
-  fresh Decider with caches warm, ``incremental_ms`` a decision after one Service changed
-  (written into a ClusterCache and decided on its snapshot, with its change log, as the
-  agent does).
+  fresh Decider with caches warm, same config and snapshot (what the agent does when a drain
+  starts or ends: the Service memo applies), ``reload_full_ms`` a fresh Decider with a
+  newly parsed Config (a config reload: nothing kept per config applies),
+  ``incremental_ms`` a decision after one Service changed (written into a ClusterCache and
+  decided on its snapshot, with its change log, as the agent does).
 - ``default`` child: CPython's default GC, nothing frozen: ``cold_full_ms_default_gc`` and
   ``full_ms_default_gc``.
 
@@ -50,13 +52,14 @@ from bgpd.policy.endpoints import summarize  # noqa: E402
 from bgpd.runtime import freeze_after_sync, gc_paused, tune_gc  # noqa: E402
 
 NODE = "node-0001"
-CONFIG = parse_config({
+CONFIG_DOC = {
     "bgp": {"asn": 64512},
     "cluster": {"pod_cidrs": ["10.244.0.0/16"], "service_cidrs": ["10.96.0.0/12"]},
     "pools": [{"name": "ext", "cidrs": ["198.18.0.0/15"], "allow": ["external-ip"]},
               {"name": "lb", "cidrs": ["100.64.0.0/16"], "allow": ["load-balancer-ip"],
                "communities": ["64512:100"]}],
-})
+}
+CONFIG = parse_config(CONFIG_DOC)
 TARGETS = {"full_ms": 100, "incremental_ms": 2, "cold_full_ms": 500}
 
 
@@ -105,12 +108,12 @@ def child(mode: str, services: int, pods: int, decisions: int) -> dict:
     if agent:
         freeze_after_sync()
 
-    def decide(decider: Decider, snapshot) -> None:
+    def decide(decider: Decider, snapshot, config=CONFIG) -> None:
         if agent:
             with gc_paused():
-                decider.decide(snapshot, CONFIG, NODE)
+                decider.decide(snapshot, config, NODE)
         else:
-            decider.decide(snapshot, CONFIG, NODE)
+            decider.decide(snapshot, config, NODE)
 
     first = Decider()
     cold = ms(lambda: decide(first, snap))
@@ -120,8 +123,13 @@ def child(mode: str, services: int, pods: int, decisions: int) -> dict:
     deciders = [Decider() for _ in range(decisions)]
     full = [ms(lambda d=d: decide(d, snap)) for d in deciders]
     del deciders
-    out = {"mode": mode, "cold_ms": cold, "full_ms": full, "announced": announced,
-           "endpointslices": len(snap.endpoint_slices)}
+    # A config reload: a new Config object (here with the same content), so nothing kept
+    # per config (the Service memo, the plain-address tables) applies.
+    reloads = [(Decider(), parse_config(CONFIG_DOC)) for _ in range(decisions)]
+    reload = [ms(lambda d=d, c=c: decide(d, snap, c)) for d, c in reloads]
+    del reloads
+    out = {"mode": mode, "cold_ms": cold, "full_ms": full, "reload_ms": reload,
+           "announced": announced, "endpointslices": len(snap.endpoint_slices)}
     if agent:
         from bgpd.kube.cache import ENDPOINT_SLICE, POD, SERVICE, ClusterCache
         from bgpd.kube.cache import NODE as NODE_KIND
@@ -182,6 +190,7 @@ def main() -> None:
         "incremental_ms": benchlib.spread(
             [x for c in agent_runs for x in c["incremental_ms"]], 2),
         "cold_full_ms": benchlib.spread([c["cold_ms"] for c in agent_runs], 1),
+        "reload_full_ms": benchlib.spread([x for c in agent_runs for x in c["reload_ms"]], 1),
         "full_ms_default_gc": benchlib.spread(
             [x for c in default_runs for x in c["full_ms"]], 1),
         "cold_full_ms_default_gc": benchlib.spread([c["cold_ms"] for c in default_runs], 1),

@@ -803,5 +803,5 @@ def _trim_caches(live: int, services: int = 0) -> None:
 
 
 def decide(snapshot: Snapshot, config: Config, node_name: str) -> Decision:
-    """One-shot decision without memo (tests, ``bgpd explain`` offline)."""
+    """One-shot decision by a fresh Decider (tests, ``bgpd explain`` offline)."""
     return Decider().decide(snapshot, config, node_name)
