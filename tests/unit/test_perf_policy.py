@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import random
+import sys
 from types import MappingProxyType
 
 import pytest
@@ -100,6 +101,8 @@ def test_a_fast_host_network_is_the_constructors(value):
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
     assert vars(fast).keys() == vars(slow).keys()
     assert list(fast.hosts()) == list(slow.hosts()) == [slow.network_address]
+    assert fast.hosts() == slow.hosts() and fast.hosts() is not fast.hosts()  # a new list
+    assert sys.getsizeof(vars(fast)["hosts"]) <= 48  # not a closure per address
     assert fast.broadcast_address == slow.broadcast_address
     assert fast.subnet_of(ipaddress.ip_network("0.0.0.0/0"))
     assert fast.num_addresses == 1 and fast.prefixlen == 32
