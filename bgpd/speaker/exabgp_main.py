@@ -196,6 +196,47 @@ def _quiet_route_text(original, quiet, log_enabled):
     return extensive
 
 
+def _log_message_only_if_logged(original, log_enabled):
+    def log_message(self, message, level="INFO"):
+        # API.log_message wraps the text in a lambda and goes through two calls to learn
+        # that "processes" is not logged at that level, once per route of a command. The
+        # same check first, then ExaBGP's own path: what gets logged is unchanged.
+        if not log_enabled("processes", level):
+            return None
+        return original(self, message, level)
+
+    log_message.__wrapped__ = original
+    return log_message
+
+
+NETMASK_TEXT_MAX = 3
+"""Mask texts remembered by _netmask_once: "0" to "128", the ones bgpd writes."""
+
+
+def _netmask_once(original):
+    made: dict[tuple, tuple] = {}
+
+    def create(cls, string, afi):
+        # NetMask.create checks and converts the mask text, then asks Resource.__new__ for
+        # the shared instance (a string join and two dict lookups) and sets its maximum:
+        # once per prefix parsed. The same (text, family) always gives the same instance
+        # and maximum; it is looked up, and the maximum set again as the original does
+        # (the instance is shared between families). Invalid masks raise, never cached.
+        key = (cls, string, afi)
+        found = made.get(key)
+        if found is None:
+            mask = original.__func__(cls, string, afi)
+            if isinstance(string, str) and len(string) <= NETMASK_TEXT_MAX:
+                made[key] = (mask, mask.maximum)
+            return mask
+        mask, maximum = found
+        mask.maximum = maximum
+        return mask
+
+    create.__wrapped__ = original
+    return classmethod(create)
+
+
 def _stepped_quietly(generator, quiet):
     """``generator``'s steps, each run with ``quiet`` set."""
     while True:
@@ -248,6 +289,8 @@ def apply_patches() -> bool:
     from exabgp.configuration.core.tokeniser import Tokeniser
     from exabgp.logger import option
     from exabgp.protocol.family import Family
+    from exabgp.protocol.ip.netmask import NetMask
+    from exabgp.reactor.api import API
     from exabgp.reactor.api.command.command import Command
     from exabgp.reactor.asynchronous import ASYNC
     from exabgp.reactor.loop import Reactor
@@ -269,11 +312,14 @@ def apply_patches() -> bool:
     if not hasattr(Change.extensive, "__wrapped__"):
         quiet = [False]
         Change.extensive = _quiet_route_text(Change.extensive, quiet, option.log_enabled)
+        API.log_message = _log_message_only_if_logged(API.log_message, option.log_enabled)
         for name in QUIET_COMMANDS:
             Command.callback["text"][name] = _route_command_quietly(
                 Command.callback["text"][name], quiet)
     if not hasattr(INET.family, "__wrapped__"):
         INET.family = _one_family_object_each(INET.family)
+    if not hasattr(NetMask.create, "__wrapped__"):
+        NetMask.create = _netmask_once(NetMask.create)
     if not hasattr(INET.index, "__wrapped__"):
         INET.index = _inet_index_with_family_once(INET.index, Family.index, PathInfo.NOPATH)
     ASYNC.LIMIT = COMMAND_STEPS_PER_ROUND

@@ -74,6 +74,10 @@ def test_the_patch_is_applied_in_a_fresh_interpreter_and_only_once():
         "assert u.sorted is m.sorted_unless_in_index_order\n"
         "from exabgp.rib.change import Change\n"
         "assert not hasattr(Change.extensive.__wrapped__, '__wrapped__')\n"
+        "from exabgp.reactor.api import API\n"
+        "assert not hasattr(API.log_message.__wrapped__, '__wrapped__')\n"
+        "from exabgp.protocol.ip.netmask import NetMask\n"
+        "assert not hasattr(NetMask.create.__func__.__wrapped__, '__wrapped__')\n"
         "from exabgp.reactor.api.command.command import Command\n"
         "for name in m.QUIET_COMMANDS:\n"
         "    assert not hasattr(Command.callback['text'][name].__wrapped__, '__wrapped__')\n"
@@ -290,3 +294,43 @@ def test_one_family_object_is_shared_per_family_and_equals_exabgps():
             assert got == want
             assert made.setdefault((afi, safi), got) is got  # shared within a family
     assert len({id(f) for f in made.values()}) == 4  # and never across families
+
+
+@pytest.mark.parametrize("logged", [False, True])
+def test_log_messages_go_to_exabgp_exactly_when_it_logs_them(logged):
+    asked, passed = [], []
+
+    def enabled(source, level):
+        asked.append((source, level))
+        return logged
+
+    patched = exabgp_main._log_message_only_if_logged(
+        lambda self, message, level="INFO": passed.append((message, level)), enabled)
+    patched(None, "route added to 10.0.0.1 : 10.1.0.0/32")
+    patched(None, "something", "WARNING")
+    assert asked == [("processes", "INFO"), ("processes", "WARNING")]
+    assert passed == ([("route added to 10.0.0.1 : 10.1.0.0/32", "INFO"), ("something", "WARNING")]
+                      if logged else [])
+
+
+def test_a_netmask_is_exabgps_each_time_whatever_came_before():
+    from exabgp.protocol.family import AFI
+    from exabgp.protocol.ip.netmask import NetMask
+
+    original = NetMask.create
+    original = getattr(original.__func__, "__wrapped__", original)
+    patched = exabgp_main._netmask_once(original).__get__(None, NetMask)
+    texts = ["0", "8", "24", "32", "33", "64", "128", "129", "x", "032", "0032", "-1", ""]
+    for _ in range(3):
+        for afi in (AFI.ipv4, AFI.ipv6, AFI.ipv4):
+            for text in texts:
+                try:
+                    got = patched(text, afi)
+                except ValueError as exc:
+                    with pytest.raises(ValueError, match=str(exc)):
+                        original(text, afi)
+                    continue
+                # the maximum of this family, though the instance is shared between them
+                assert got.maximum == (32 if afi == AFI.ipv4 else 128)
+                want = original(text, afi)
+                assert got is want and int(got) == int(want)
