@@ -43,9 +43,10 @@ def _host_prefix(text: str) -> tuple[IPNetwork, str, str]:
     text = text.strip()
     value = v4_int(text)
     if value is not None:  # the common case, without ipaddress's string parser
-        why = _v4_unroutable(value)
-        if why:
-            raise _Invalid(f"{text} is {why}")
+        if value >> 24 in _V4_SPECIAL_TOP:
+            why = _v4_unroutable(value)
+            if why:
+                raise _Invalid(f"{text} is {why}")
         return v4_host_network(value), text + "/32", ""
     why = not_plain(text)
     if why:
@@ -142,6 +143,10 @@ def v4_int(text: str) -> int | None:
     return (a << 24) | (b << 16) | (c << 8) | d
 
 
+# First octets of the addresses _v4_unroutable may refuse: only those are asked.
+_V4_SPECIAL_TOP = frozenset({0, 127, 169, *range(224, 256)})
+
+
 def _v4_unroutable(value: int) -> str:
     """``unroutable`` for an IPv4 address given as an integer (same order, same words)."""
     if value == 0:
@@ -170,15 +175,16 @@ def _slow_v4_host_network(value: int) -> ipaddress.IPv4Network:
 class _HostsOf32:
     """hosts() of a /32, as IPv4Network.__init__ sets it (a new one-address list each
     call): a slotted object of 40 bytes instead of its lambda and closure cell (about 200),
-    for every address the policy keeps (40,000 at 20,000 Services)."""
+    for every address the policy keeps (40,000 at 20,000 Services). Made without __init__
+    (a Python call per address): see _fast_v4_host_network."""
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: int) -> None:
-        self._value = value
-
     def __call__(self) -> list[ipaddress.IPv4Address]:
         return [_IPv4Address(self._value)]
+
+
+_set_hosts_value = _HostsOf32._value.__set__  # type: ignore[attr-defined]
 
 
 def _fast_v4_host_network(value: int) -> ipaddress.IPv4Network:
@@ -190,7 +196,9 @@ def _fast_v4_host_network(value: int) -> ipaddress.IPv4Network:
     net.network_address = addr
     net.netmask = _MASK32
     net._prefixlen = 32
-    net.hosts = _HostsOf32(value)
+    hosts = _new(_HostsOf32)
+    _set_hosts_value(hosts, value)
+    net.hosts = hosts
     return net
 
 

@@ -1,8 +1,8 @@
 """What each Service was last judged to, shared by every Decider of one (config, node).
 
-A Decider starts from nothing when the drain starts or ends, and ``decide()`` makes a
-fresh one each time; a Service's claims depend only on the Service, its EndpointSlices,
-its namespace, the config and the node, so a Service whose inputs are the very objects
+A Decider starts from nothing when the drain starts or ends or the config is reloaded,
+and ``decide()`` makes a fresh one each time; a Service's claims depend only on the
+Service, its EndpointSlices, its namespace, a few config fields (view.py) and the node, so a Service whose inputs are the very objects
 judged before gets the very claims made then, instead of being judged again (about
 three quarters of a full decision).
 
@@ -24,6 +24,7 @@ from bgpd.config import Config
 from bgpd.model import Announcement, Attributes, IPNetwork
 from bgpd.policy.claims import CONTENDING, Claim
 from bgpd.policy.reasons import ANNOUNCED, REJECTIONS
+from bgpd.policy.view import service_view
 
 Entry = tuple  # see make_entry
 
@@ -75,11 +76,12 @@ def make_entry(svc: object, slices: tuple, ns_info: object, claims: tuple[Claim,
 
 
 class _Memo:
-    __slots__ = ("config", "node", "entries")
+    __slots__ = ("config", "node", "view", "entries")
 
     def __init__(self, config: Config | None, node: str) -> None:
         self.config = config
         self.node = node
+        self.view = service_view(config) if config is not None else None
         self.entries: dict[str, Entry] = {}
 
 
@@ -87,12 +89,17 @@ _memo = _Memo(None, "")
 
 
 def service_memo(config: Config, node: str) -> dict[str, Entry]:
-    """The entries for ``config`` (by identity) and ``node``; another pair starts an empty
-    memo (one swap: a Decider never mixes two configs' entries)."""
+    """The entries for ``config`` and ``node``. Another config whose fields a Service's
+    claims read are equal (view.py: a reload of peers, say) takes the entries over; any
+    other pair starts an empty memo (one swap: a Decider never mixes two configs'
+    entries)."""
     global _memo
     memo = _memo
     if memo.config is not config or memo.node != node:
-        memo = _memo = _Memo(config, node)
+        if memo.node == node and memo.view is not None and memo.view == service_view(config):
+            memo.config = config
+        else:
+            memo = _memo = _Memo(config, node)
     return memo.entries
 
 

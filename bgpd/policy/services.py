@@ -25,6 +25,7 @@ from bgpd.policy.claims import (
     pool_verdict,
 )
 from bgpd.policy.endpoints import local_and_anywhere
+from bgpd.policy.view import service_view
 from bgpd.policy.weights import link_bandwidth
 
 # A full decision judges every address of 20,000 Services here: claims are built with
@@ -139,10 +140,11 @@ class _PlainVerdicts:
     them with the parse cache.
     """
 
-    __slots__ = ("config", "tables", "require_ready", "_enabled")
+    __slots__ = ("config", "view", "tables", "require_ready", "_enabled")
 
     def __init__(self, config: Config | None) -> None:
         self.config = config
+        self.view = service_view(config) if config is not None else None
         # cluster-ip, external-ip, load-balancer-ip: address text -> entry
         self.tables: tuple[dict[str, tuple], ...] = ({}, {}, {})
         adv = config.advertise if config is not None else None
@@ -185,11 +187,16 @@ _plain = _PlainVerdicts(None)
 
 
 def _plain_verdicts(config: Config) -> _PlainVerdicts:
-    """The tables for ``config`` (a new config starts empty ones: one swap, so a decision
-    never mixes two configs' tables)."""
+    """The tables for ``config``: kept when the fields a Service's claims read are equal
+    (view.py: a reload of peers, say), else empty ones (one swap, so a decision never
+    mixes two configs' tables)."""
     global _plain
-    _plain = _PlainVerdicts(config)
-    return _plain
+    plain = _plain
+    if plain.view is not None and plain.view == service_view(config):
+        plain.config = config  # its pools equal config.pools, field by field
+    else:
+        plain = _plain = _PlainVerdicts(config)
+    return plain
 
 
 def clear_plain_verdicts() -> None:
