@@ -9,7 +9,9 @@ figure is really a process's first decision:
   caches cold: the agent's first round after a restart), ``full_ms`` a full decision from a
   fresh Decider with caches warm, same config and snapshot (what the agent does when a drain
   starts or ends: the Service memo applies), ``reload_full_ms`` a fresh Decider with a
-  newly parsed Config (a config reload: nothing kept per config applies),
+  newly parsed Config of the same content (a reload that leaves what Services read as it
+  was, e.g. of peers: the memo and plain-address tables are kept), ``reload_changed_full_ms``
+  one whose pool communities changed (every Service judged afresh),
   ``incremental_ms`` a decision after one Service changed (written into a ClusterCache and
   decided on its snapshot, with its change log, as the agent does).
 - ``default`` child: CPython's default GC, nothing frozen: ``cold_full_ms_default_gc`` and
@@ -60,6 +62,12 @@ CONFIG_DOC = {
                "communities": ["64512:100"]}],
 }
 CONFIG = parse_config(CONFIG_DOC)
+def _with_lb_community(community: str) -> dict:
+    doc = {**CONFIG_DOC, "pools": [dict(p) for p in CONFIG_DOC["pools"]]}
+    doc["pools"][1]["communities"] = [community]
+    return doc
+
+
 TARGETS = {"full_ms": 100, "incremental_ms": 2, "cold_full_ms": 500}
 
 
@@ -123,12 +131,18 @@ def child(mode: str, services: int, pods: int, decisions: int) -> dict:
     deciders = [Decider() for _ in range(decisions)]
     full = [ms(lambda d=d: decide(d, snap)) for d in deciders]
     del deciders
-    # A config reload: a new Config object (here with the same content), so nothing kept
-    # per config (the Service memo, the plain-address tables) applies.
+    # A config reload: a new Config object. With the same content (or other peers): what
+    # Services read is equal (policy/view.py), so the memo and the plain-address tables are
+    # kept. With a pool's communities changed, every Service is judged afresh: each reload
+    # here changes them from the one before.
     reloads = [(Decider(), parse_config(CONFIG_DOC)) for _ in range(decisions)]
     reload = [ms(lambda d=d, c=c: decide(d, snap, c)) for d, c in reloads]
+    reloads = [(Decider(), parse_config(_with_lb_community(f"64512:{200 + i}")))
+               for i in range(decisions)]
+    reload_changed = [ms(lambda d=d, c=c: decide(d, snap, c)) for d, c in reloads]
     del reloads
     out = {"mode": mode, "cold_ms": cold, "full_ms": full, "reload_ms": reload,
+           "reload_changed_ms": reload_changed,
            "announced": announced, "endpointslices": len(snap.endpoint_slices)}
     if agent:
         from bgpd.kube.cache import ENDPOINT_SLICE, POD, SERVICE, ClusterCache
@@ -192,6 +206,8 @@ def main() -> None:
             [x for c in agent_runs for x in c["incremental_ms"]], 2),
         "cold_full_ms": benchlib.spread([c["cold_ms"] for c in agent_runs], 1),
         "reload_full_ms": benchlib.spread([x for c in agent_runs for x in c["reload_ms"]], 1),
+        "reload_changed_full_ms": benchlib.spread(
+            [x for c in agent_runs for x in c["reload_changed_ms"]], 1),
         "full_ms_default_gc": benchlib.spread(
             [x for c in default_runs for x in c["full_ms"]], 1),
         "cold_full_ms_default_gc": benchlib.spread([c["cold_ms"] for c in default_runs], 1),

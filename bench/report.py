@@ -299,6 +299,8 @@ def table(latest: dict[str, dict]) -> str:
             f"{fmt(s['cold_full_ms'], ' ms', 0)}"
             + (f", a config reload {fmt(s['reload_full_ms'], ' ms', 0)}"
                if "reload_full_ms" in s else "")
+            + (f" ({fmt(s['reload_changed_full_ms'], ' ms', 0)} when it changes what Services "
+               "read)" if "reload_changed_full_ms" in s else "")
             + f" (CPython's default GC: full "
             f"{fmt(s['full_ms_default_gc'], ' ms', 0)}, first "
             f"{fmt(s['cold_full_ms_default_gc'], ' ms', 0)}) | targets ≤ 100 ms, ≤ 2 ms, "
