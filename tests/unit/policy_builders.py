@@ -74,3 +74,19 @@ def snapshot(node_info=None, pods=(), services=(), slices=(), synced=True, names
         synced=synced,
         namespaces={n.name: n for n in namespaces},
     )
+
+
+def record_judgements(monkeypatch) -> list[str]:
+    """The names of the Services decide.py judges from now on (calls of service_claims),
+    in order: what a memo or a kept table spares shows as names missing here."""
+    from bgpd.policy import decide, services
+
+    judged: list[str] = []
+    real = services.service_claims
+
+    def recording(svc, *rest):
+        judged.append(svc.name)
+        return real(svc, *rest)
+
+    monkeypatch.setattr(decide, "service_claims", recording)
+    return judged

@@ -10,9 +10,9 @@ import pytest
 
 from bgpd.model import NamespaceInfo, ServiceInfo, Snapshot
 from bgpd.policy import decide as decide_module
-from bgpd.policy import memo, services
+from bgpd.policy import memo
 from bgpd.policy.decide import Decider, _trim_caches
-from tests.unit.policy_builders import NODE, OTHER, config
+from tests.unit.policy_builders import NODE, OTHER, config, record_judgements
 from tests.unit.test_perf_policy import _config, _node, _outcome, _pod, _service, _slice
 
 
@@ -29,15 +29,7 @@ def test_a_decision_from_the_memo_equals_one_judged_afresh(seed, monkeypatch):
     change: whatever the memo holds from earlier steps, the outcome is the one reached
     with an empty memo, and unchanged Services are not judged again."""
     rnd = random.Random(3000 + seed)
-    judged = 0
-    real = services.service_claims
-
-    def counting(*args):
-        nonlocal judged
-        judged += 1
-        return real(*args)
-
-    monkeypatch.setattr(decide_module, "service_claims", counting)
+    judged = record_judgements(monkeypatch)
     cfgs = [_config(rnd), _config(rnd)]
     cfg = cfgs[0]
     nss = ["a", "b", "c"]
@@ -88,9 +80,9 @@ def test_a_decision_from_the_memo_equals_one_judged_afresh(seed, monkeypatch):
         snap = Snapshot(node=node, pods=dict(pods), services=dict(svcs),
                         endpoint_slices=dict(slices), namespaces=dict(namespaces))
         others = rnd.choice([None, True, False])
-        before = judged
+        before = len(judged)
         got = [Decider().decide(snap, cfg, node_name, others)]
-        hits += len(svcs) - (judged - before)
+        hits += len(svcs) - (len(judged) - before)
         got.append(kept.decide(snap, cfg, node_name, others))
         afresh = _judged_afresh(snap, cfg, node_name, others)
         want = _outcome(afresh, True)
@@ -101,10 +93,7 @@ def test_a_decision_from_the_memo_equals_one_judged_afresh(seed, monkeypatch):
 
 
 def test_a_service_is_judged_again_when_any_of_its_inputs_changes(monkeypatch):
-    judged = []
-    real = services.service_claims
-    monkeypatch.setattr(decide_module, "service_claims",
-                        lambda svc, *rest: judged.append(svc.name) or real(svc, *rest))
+    judged = record_judgements(monkeypatch)
     cfg = config(pools=[{"name": "t", "cidrs": ["198.51.100.0/24"], "allow": ["external-ip"],
                          "namespace_selector": {"team": "a"}}])
     rnd = random.Random(5)

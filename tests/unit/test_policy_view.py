@@ -11,12 +11,11 @@ import pytest
 
 from bgpd.config import parse_config
 from bgpd.model import NamespaceInfo, Snapshot
-from bgpd.policy import decide as decide_module
 from bgpd.policy import memo, services
 from bgpd.policy.decide import Decider
 from bgpd.policy.services import general_claims, service_claims
 from bgpd.policy.view import SERVICE_FIELDS, service_view
-from tests.unit.policy_builders import BASE_CONFIG, NODE, OTHER
+from tests.unit.policy_builders import BASE_CONFIG, NODE, OTHER, record_judgements
 from tests.unit.test_perf_policy import (
     POOLS_BY_LABEL,
     POOLS_BY_NAME,
@@ -109,15 +108,7 @@ def test_a_reload_decides_as_if_nothing_were_remembered(seed, monkeypatch):
     changed where Services do not look, or changed where they do; the Services, their
     slices and namespaces stay, so whatever is reused is reused from the previous config."""
     rnd = random.Random(7000 + seed)
-    judged = 0
-    real = services.service_claims
-
-    def counting(*args):
-        nonlocal judged
-        judged += 1
-        return real(*args)
-
-    monkeypatch.setattr(decide_module, "service_claims", counting)
+    judged = record_judgements(monkeypatch)
     nss = ["a", "b", "c"]
     svcs = {s.key: s for s in (_service(rnd, rnd.choice(nss), f"s{i}")
                                for i in range(rnd.randint(1, 12)))}
@@ -142,11 +133,11 @@ def test_a_reload_decides_as_if_nothing_were_remembered(seed, monkeypatch):
         same_node = rnd.random() < 0.9
         node_name = node_name if same_node else OTHER if node_name == NODE else NODE
         others = rnd.choice([None, True, False])
-        before = judged
+        before = len(judged)
         got = [Decider().decide(snap, cfg, node_name, others),
                kept.decide(snap, cfg, node_name, others)]
         if step and same_node and (change < 0.4 or change >= 0.8):
-            assert judged == before  # kept: nothing a Service's claims read changed
+            assert len(judged) == before  # kept: nothing a Service's claims read changed
         want = _afresh(snap, cfg, node_name, others)
         for decision in got:
             assert _outcome(decision, rnd.random() < 0.5) == _outcome(want, True), (
