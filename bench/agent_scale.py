@@ -9,7 +9,9 @@ each in a fresh child process (so the resident memory measured is the agent's, n
 loader's, and no run inherits another's heap).
 
 ``sync_s`` runs from starting the watchers to every kind listed; ``rss_mb`` is VmRSS after
-sync, ``rss_before_mb`` the same process just before starting (Python + imports).
+sync, ``rss_decided_mb`` after the first policy decision that follows (what an agent holds
+once it has decided: the cache frozen and one full decision, as the agent does),
+``rss_before_mb`` the same process just before starting (Python + imports).
 Prints a table, then one JSON line: the top-level ``sync_s`` / ``rss_mb`` are the medians
 at the largest scale, ``spread`` their min / median / max, ``scales`` every scale's spreads
 (for the memory-against-Services plot). Targets (issue 16): sync_s <= 15, rss_mb <= 60.
@@ -34,6 +36,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 NODES, SERVICES, PODS, ENDPOINTS_PER_SLICE = 5000, 20000, 110, 3
+DECIDE_CONFIG = {  # the loaded addresses' pools, as an operator would configure them
+    "bgp": {"asn": 64512},
+    "cluster": {"pod_cidrs": ["10.244.0.0/16"], "service_cidrs": ["10.96.0.0/12"]},
+    "pools": [{"name": "ext", "cidrs": ["198.51.100.0/24", "203.0.113.0/24"],
+               "allow": ["external-ip", "load-balancer-ip"]}],
+}
 NAMESPACES = 20  # Services spread over this many namespaces, like a real cluster
 NODE = "bench-node-0000"  # the measured node
 LOAD_THREADS = 24
@@ -228,10 +236,14 @@ def measure(kubeconfig: str, node_name: str) -> dict:
     """In the child process: start the watchers, wait for sync, report time and memory."""
     import logging
 
+    from bgpd.config import parse_config
     from bgpd.kube.cache import ClusterCache
     from bgpd.kube.client import KubeClient
+    from bgpd.policy.decide import Decider
+    from bgpd.runtime import freeze_after_sync, gc_paused, tune_gc
 
     logging.basicConfig(level=logging.WARNING)
+    tune_gc()  # as the agent does at start
     client = KubeClient.from_kubeconfig(kubeconfig)
     cache = ClusterCache(client, node_name)
     before = rss_mb()
@@ -241,9 +253,17 @@ def measure(kubeconfig: str, node_name: str) -> dict:
         raise SystemExit(f"not synced after {SYNC_TIMEOUT_S} s: {cache.stats()}")
     sync_s = time.monotonic() - start
     snap = cache.snapshot()
+    synced_mb = rss_mb()
+    # What the agent does next: freeze the synced cache, decide. The decision's claims,
+    # announcements and tables are memory the agent holds too.
+    freeze_after_sync()
+    with gc_paused():
+        decision = Decider().decide(snap, parse_config(DECIDE_CONFIG), node_name)
     result = {
         "sync_s": round(sync_s, 2),
-        "rss_mb": round(rss_mb(), 1),
+        "rss_mb": round(synced_mb, 1),
+        "rss_decided_mb": round(rss_mb(), 1),
+        "announced": len(decision.announcements),
         "rss_before_mb": round(before, 1),
         "cached": cache.counts(),
         "snapshot_node": snap.node.name if snap.node else None,
@@ -308,16 +328,18 @@ def main() -> None:
                 "services": scale,
                 "sync_s": benchlib.spread([x["sync_s"] for x in runs], 2),
                 "rss_mb": benchlib.spread([x["rss_mb"] for x in runs], 1),
+                "rss_decided_mb": benchlib.spread([x["rss_decided_mb"] for x in runs], 1),
                 "rss_before_mb": benchlib.spread([x["rss_before_mb"] for x in runs], 1),
                 "cached": runs[-1]["cached"],
             })
     for entry in per_scale:
         benchlib.table(f"agent_scale: {NODES} Nodes, {entry['services']} Services, "
                        f"{args.runs} runs", {k: entry[k] for k in
-                                             ("sync_s", "rss_mb", "rss_before_mb")})
+                                             ("sync_s", "rss_mb", "rss_decided_mb",
+                                              "rss_before_mb")})
     top = per_scale[-1]
     spreads = {"sync_s": top["sync_s"], "rss_mb": top["rss_mb"],
-               "rss_before_mb": top["rss_before_mb"]}
+               "rss_decided_mb": top["rss_decided_mb"], "rss_before_mb": top["rss_before_mb"]}
     result = {
         "bench": "agent_scale",
         "nodes": NODES,

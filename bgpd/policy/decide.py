@@ -78,7 +78,7 @@ from bgpd.policy.memo import (
     service_memo,
 )
 from bgpd.policy.pods import node_claims, pod_claims
-from bgpd.policy.services import clear_plain_verdicts, service_claims
+from bgpd.policy.services import clear_plain_verdicts, plain_size, service_claims
 from bgpd.policy.weights import link_bandwidth
 
 # Source keys order the claims: the node first, then pods, then Services, each by name.
@@ -795,7 +795,10 @@ def _trim_caches(live: int, services: int = 0) -> None:
     parsed addresses in every agent until the caches cycle. In steady state every cached
     address belongs to a claim, so the caches are never emptied. Likewise the Service memo
     against the ``services`` in play."""
-    if addresses._host_prefix.cache_info().currsize > 2 * live + CACHE_SLACK:
+    # Plain Services' addresses are parsed into their tables, not the parse cache: both
+    # count.
+    cached = addresses._host_prefix.cache_info().currsize + plain_size()
+    if cached > 2 * live + CACHE_SLACK:
         addresses._host_prefix.cache_clear()
         claim_rules._pool_verdict.cache_clear()
         clear_plain_verdicts()

@@ -28,6 +28,8 @@ from bgpd.policy.endpoints import local_and_anywhere
 from bgpd.policy.view import service_view
 from bgpd.policy.weights import link_bandwidth
 
+_parse_uncached = _host_prefix.__wrapped__  # see _PlainVerdicts.judge
+
 # A full decision judges every address of 20,000 Services here: claims are built with
 # tuple.__new__ (what Claim(...) does, without its Python-level __new__), and the texts
 # that do not depend on the Service are made once.
@@ -158,7 +160,10 @@ class _PlainVerdicts:
         if not isinstance(value, str) or len(value) > _MAX_TEXT:
             return None
         try:
-            net, key, _ = _host_prefix(value)
+            # Parsed uncached: this table is the cache. Through the parse cache every plain
+            # address was kept twice (5.7 MB at 20,000 Services); a reload that changes the
+            # pools parses them again (about 100 ms at 20,000 Services).
+            net, key, _ = _parse_uncached(value)
         except _Invalid:
             return None
         version = 6 if ":" in key else 4
@@ -197,6 +202,11 @@ def _plain_verdicts(config: Config) -> _PlainVerdicts:
     else:
         plain = _plain = _PlainVerdicts(config)
     return plain
+
+
+def plain_size() -> int:
+    """Addresses the plain tables hold, every use together."""
+    return sum(map(len, _plain.tables))
 
 
 def clear_plain_verdicts() -> None:

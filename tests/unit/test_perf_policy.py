@@ -466,6 +466,25 @@ def test_the_plain_tables_are_bounded_and_emptied_with_the_caches(monkeypatch):
     assert not any(services._plain.tables)
 
 
+def test_plain_addresses_are_parsed_into_their_tables_and_counted_for_the_trim(monkeypatch):
+    from bgpd.policy import decide, services
+
+    services.clear_plain_verdicts()
+    addresses._host_prefix.cache_clear()
+    monkeypatch.setattr(decide, "CACHE_SLACK", 0)
+    cfg = parse_config(BASE_CONFIG)
+    for i in range(50):
+        svc = ServiceInfo("default", f"s{i}", cluster_ips=(f"10.96.1.{i + 1}",),
+                          external_ips=(f"198.51.100.{i + 1}",))
+        services.service_claims(svc, (), NODE, cfg)
+    assert addresses._host_prefix.cache_info().currsize == 0  # not kept twice
+    assert services.plain_size() == 100
+    decide._trim_caches(50)  # 100 addresses for 50 claims in play: within twice
+    assert services.plain_size() == 100
+    decide._trim_caches(10)  # their Services deleted: the tables go
+    assert services.plain_size() == 0 and services._plain.config is None
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_a_full_decision_agrees_with_one_reached_service_by_service(seed):
     """A fresh Decider judges every Service in one pass (Decider._judge_all_services) and
