@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -101,6 +101,12 @@ class DesiredSet(frozenset):
         if ref is not None and ref() is held:
             return self.added, self.removed
         return None
+
+
+def as_frozenset(items: Iterable) -> frozenset:
+    """``items`` as a frozenset: the very object when it is one already, so a DesiredSet
+    keeps the difference it carries and a large set is not copied."""
+    return items if isinstance(items, frozenset) else frozenset(items)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from bgpd.config import BgpConfig, ImportConfig, PeerConfig
-from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus
+from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus, as_frozenset
 from bgpd.ports import Received, Speaker, SpeakerFactory
 
 log = logging.getLogger("bgpd.speakers")
@@ -122,10 +122,7 @@ class SpeakerSet:
             speaker.stop(withdraw=withdraw)
 
     def set_desired(self, announcements: Iterable[Announcement]) -> None:
-        # kept as it is if frozen: a DesiredSet's difference from the last one reaches
-        # every member
-        self._desired = (announcements if isinstance(announcements, frozenset)
-                         else frozenset(announcements))
+        self._desired = as_frozenset(announcements)  # a DesiredSet reaches every member
         for _, speaker in self._members.values():
             speaker.set_desired(self._desired)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import bgpd
 from bgpd.config import BgpConfig, ImportConfig
-from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus
+from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus, as_frozenset
 from bgpd.ports import Received
 from bgpd.speaker import messages
 from bgpd.speaker.channel import ApiServer, Connection
@@ -182,8 +182,7 @@ class Speaker:
         small change cheap: their hashes are reused, not recomputed. A frozenset is kept as
         it is, not copied; a :class:`DesiredSet` made from the last one passed costs only
         its difference."""
-        desired = announcements if isinstance(announcements, frozenset) else frozenset(
-            announcements)
+        desired = as_frozenset(announcements)
         with self._lock:
             self._desired = desired
         self._wake.set()
