@@ -139,8 +139,23 @@ def _presorted_nlris(original, plain_lt):
     return _split_nlris
 
 
+def _once_per_family(make):
+    """``make(nlri)``, made once per (afi, safi) and then shared: bounded by the families
+    ExaBGP has NLRI classes for, whatever a peer sends."""
+    made: dict[tuple, object] = {}
+
+    def get(nlri):
+        key = (nlri.afi, nlri.safi)
+        found = made.get(key)
+        if found is None:
+            found = made[key] = make(nlri)
+        return found
+
+    return get
+
+
 def _inet_index_with_family_once(original, family_index, no_path):
-    family_prefix: dict[tuple, bytes] = {}
+    head_of = _once_per_family(lambda nlri: family_index(nlri) + b"no-pi")
 
     def index(self):
         # INET.index formats the family as hex text and encodes it for every call, and
@@ -149,31 +164,19 @@ def _inet_index_with_family_once(original, family_index, no_path):
         # most the four INET families) and the packed prefix: the same bytes, built once.
         if self.path_info is not no_path:
             return original(self)
-        key = (self.afi, self.safi)
-        head = family_prefix.get(key)
-        if head is None:
-            head = family_prefix[key] = family_index(self) + b"no-pi"
-        return head + self.cidr.pack_nlri()
+        return head_of(self) + self.cidr.pack_nlri()
 
     index.__wrapped__ = original
     return index
 
 
 def _one_family_object_each(original):
-    families: dict[tuple, object] = {}
-
-    def family(self):
-        # NLRI.family() builds a new Family, and an AFI and a SAFI object, at each call:
-        # three times per route we send (filing it in the outgoing RIB, twice in
-        # Update._split_nlris), each to read its (afi, safi) or compare it. Nothing in
-        # ExaBGP changes the object it gets, so one per family (at most the few INET
-        # families) is made and shared.
-        key = (self.afi, self.safi)
-        found = families.get(key)
-        if found is None:
-            found = families[key] = original(self)
-        return found
-
+    # NLRI.family() builds a new Family, and an AFI and a SAFI object, at each call: three
+    # times per route we send (filing it in the outgoing RIB, twice in
+    # Update._split_nlris), each to read its (afi, safi) or compare it. Nothing in ExaBGP
+    # changes the object it gets, so one per family (at most the few INET families) is
+    # made and shared.
+    family = _once_per_family(original)
     family.__wrapped__ = original
     return family
 
