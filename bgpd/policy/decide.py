@@ -26,9 +26,9 @@ A full decision (a fresh Decider: the first round, a config reload, a drain star
 ending) goes over every Service in one loop (_judge_all_services) that files its claims
 directly, settling a prefix only it claims on the spot. A Service judged before under the
 same config (or a reloaded one equal in what Services read: view.py) and node, from the
-very same inputs, takes its claims and what filing them
-needs from the memo (memo.py): about 2.5 us a Service on the 2-core reference machine
-(bench/policy.py), a quarter of it grouping the EndpointSlices by Service. Otherwise plain
+very same inputs, takes its claims and what filing them needs from the memo (memo.py):
+about 2.5 us a Service on the 2-core reference machine (bench/policy.py), a quarter of it
+grouping the EndpointSlices by Service. Otherwise plain
 Services (no annotations of ours, the common case) look their addresses up in per-config
 tables (services.py); a process's first decision also parses every address once (the
 IPv4 fast path in addresses.py makes that a third of what ipaddress took).

@@ -2,16 +2,16 @@
 
 A Decider starts from nothing when the drain starts or ends or the config is reloaded,
 and ``decide()`` makes a fresh one each time; a Service's claims depend only on the
-Service, its EndpointSlices, its namespace, a few config fields (view.py) and the node, so a Service whose inputs are the very objects
-judged before gets the very claims made then, instead of being judged again (about
-three quarters of a full decision).
+Service, its EndpointSlices, its namespace, a few config fields (view.py) and the node,
+so a Service whose inputs are the very objects judged before gets the very claims made
+then, instead of being judged again (about three quarters of a full decision).
 
 An entry, keyed by the Service's key, is the tuple a Decider keeps as that Service's
 inputs (``Decider._svc_inputs``): see ``make_entry``. Both hold the same tuple, so the
 memo costs a dict entry a Service; the claims, the by-prefix tuple and the Announcement in
 it are the very objects the Decider files, so a decision that finds its Services here
-builds none of them. It is bounded by the Services the cluster holds: an entry
-is replaced when its Service changes and dropped when it is deleted, and
+builds none of them. It is bounded by the Services the cluster holds: an entry is dropped
+when its Service changes (the next full decision makes it again) or is deleted, and
 ``decide._trim_caches`` empties it when it holds far more entries than there are Services
 (deletions a Decider did not see one by one).
 """
