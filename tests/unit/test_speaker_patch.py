@@ -334,3 +334,10 @@ def test_a_netmask_is_exabgps_each_time_whatever_came_before():
                 assert got.maximum == (32 if afi == AFI.ipv4 else 128)
                 want = original(text, afi)
                 assert got is want and int(got) == int(want)
+    # Remembered: only the short texts that parsed ("0032" parses but is not kept), per
+    # family, whatever odd or long text came by.
+    made = next(c.cell_contents for c in patched.__func__.__closure__
+                if isinstance(c.cell_contents, dict))
+    v4 = {"0", "8", "24", "32", "032"}
+    assert {(text, afi) for _, text, afi in made} == (
+        {(t, AFI.ipv4) for t in v4} | {(t, AFI.ipv6) for t in v4 | {"33", "64", "128"}})
