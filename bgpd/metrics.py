@@ -134,6 +134,11 @@ class AgentCollector(Collector):
                                   value=counters.get("exabgp_restarts", 0))
         yield CounterMetricFamily("bgpd_exabgp_commands_refused", "API commands ExaBGP "
                                   "refused", value=counters.get("commands_refused", 0))
+        yield CounterMetricFamily("bgpd_exabgp_commands_sent", "API commands sent to ExaBGP",
+                                  value=counters.get("commands_sent", 0))
+        yield CounterMetricFamily("bgpd_exabgp_commands_packed", "API commands sent as "
+                                  "'announce packed' (ExaBGP patch 13)",
+                                  value=counters.get("commands_packed", 0))
 
         durations, st.durations = st.durations, []
         for d in durations:

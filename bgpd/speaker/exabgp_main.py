@@ -10,6 +10,8 @@ import os
 import re
 import sys
 
+from bgpd.speaker import exabgp_packed
+
 PATCHED_VERSION = "5.0.15"
 # Operators' escape hatch (and the benchmark's A/B switch): BGPD_EXABGP_PATCH=0 runs ExaBGP as shipped.
 DISABLE_ENV = "BGPD_EXABGP_PATCH"
@@ -273,16 +275,22 @@ def _route_command_quietly(original, quiet):
     return command
 
 
-def apply_patches() -> bool:
-    """Patch ExaBGP in this process; False (and nothing changed) on another release."""
-    if os.environ.get(DISABLE_ENV) == "0":
-        sys.stdout.write(f"bgpd       {DISABLE_ENV}=0: running ExaBGP unpatched\n")
-        return False
+def unpatched_reason(environ) -> str | None:
+    """Why an ExaBGP started with ``environ`` runs as shipped; None when it is patched
+    (the speaker driver asks too: only a patched ExaBGP takes ``announce packed``)."""
+    if environ.get(DISABLE_ENV) == "0":
+        return f"{DISABLE_ENV}=0"
     version = installed_version()
     if version != PATCHED_VERSION:
-        sys.stdout.write(
-            f"bgpd       ExaBGP {version} is not {PATCHED_VERSION}: running it unpatched (slower bulk loads)\n"
-        )
+        return f"ExaBGP {version} is not {PATCHED_VERSION}"
+    return None
+
+
+def apply_patches() -> bool:
+    """Patch ExaBGP in this process; False (and nothing changed) on another release."""
+    why = unpatched_reason(os.environ)
+    if why is not None:
+        sys.stdout.write(f"bgpd       {why}: running ExaBGP unpatched (slower bulk loads)\n")
         return False
     from exabgp.bgp.message.update import Update
     from exabgp.bgp.message.update.nlri.inet import INET
@@ -326,6 +334,7 @@ def apply_patches() -> bool:
     if not hasattr(INET.index, "__wrapped__"):
         INET.index = _inet_index_with_family_once(INET.index, Family.index, PathInfo.NOPATH)
     ASYNC.LIMIT = COMMAND_STEPS_PER_ROUND
+    exabgp_packed.apply()
     return True
 
 

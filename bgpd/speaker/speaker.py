@@ -12,6 +12,7 @@ only what it negotiated and fits, and records the rest as refused, with the reas
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import pwd
@@ -25,14 +26,14 @@ import bgpd
 from bgpd.config import BgpConfig, ImportConfig
 from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus, as_frozenset
 from bgpd.ports import Received
-from bgpd.speaker import messages
+from bgpd.speaker import exabgp_main, messages
 from bgpd.speaker.channel import ApiServer, Connection
 from bgpd.speaker.errors import SpeakerError
 from bgpd.speaker.process import Supervisor
 from bgpd.speaker.received import OWN_RESTART_KEEP_SECONDS, Refused, family
 from bgpd.speaker.render import SpeakerSettings, render_config, render_environment
 from bgpd.speaker.routes import (
-    MAX_PREFIXES_PER_COMMAND,
+    PACKED_COMMAND,
     TOO_BIG,
     Command,
     DesiredIndex,
@@ -42,6 +43,7 @@ from bgpd.speaker.routes import (
     diff_prefixes,
     eor_command,
 )
+from bgpd.speaker.snapshot import Snapshot
 from bgpd.speaker.state import ESTABLISHED, STATES, PeerState
 from bgpd.speaker.workdir import WORKDIR_PREFIX, Workdir, remove_stale_workdirs
 
@@ -54,9 +56,12 @@ ROUND_TIMEOUT = 600.0  # one writer round (a full table to a peer) may take this
 # An ExaBGP error line this recent is taken as the reason for the command it refused.
 ERROR_REASON_WINDOW = 5.0
 SYNC_POLL = 0.01
-# A session's whole view is resolved and sent this many prefixes at a time: ExaBGP gets
-# its first lines after a few milliseconds instead of after the whole table.
-REFRESH_SLICE = 4 * MAX_PREFIXES_PER_COMMAND
+# While a peer is down, the desired table is grouped and packed ahead of its session
+# (a Snapshot: ~0.15 s of CPU at 100,000 routes) at most this often, so that a table
+# changing every second costs a down peer's node little; a refresh that finds the
+# snapshot out of date makes it then.
+SNAPSHOT_WARM_INTERVAL = 5.0
+PACKED_HEAD = 80  # a packed line says so within its first characters (after the neighbor)
 STOP_WITHDRAW_TIMEOUT = 30.0
 CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
 # ExaBGP for the speaker: an interpreter without the agent's file capability, if the image
@@ -94,9 +99,16 @@ class Speaker:
         self._desired: frozenset[Announcement] | None = None
         self._index = DesiredIndex()  # the writer thread's own: no lock needed
         self._unplanned: set = set()  # prefixes indexed as changed, not yet planned for peers
+        self._unplanned_all = False  # ... or all of them: compare every peer's whole view
+        self._snapshot: Snapshot | None = None  # the writer's own, for self._index.source
+        self._snapshot_warmed = -SNAPSHOT_WARM_INTERVAL  # monotonic time of the last warm-up
         self._peers = {p.address: PeerState.for_peer(bgp, p, self.import_config)
                        for p in bgp.peers}
-        self._counters = {"commands_sent": 0, "commands_refused": 0, "exabgp_exits": 0}
+        self._counters = {"commands_sent": 0, "commands_packed": 0, "commands_refused": 0,
+                          "exabgp_exits": 0}
+        # Large groups of routes go as ``announce packed`` (ExaBGP patch 13): only to an
+        # ExaBGP that has the patch, and never again once one refused such a line.
+        self._packed = False
         self._last_error_line: tuple[float, str] = (0.0, "")
         self._learned_cache: dict[IPNetwork, list[LearnedRoute]] | None = None
         self._workdir: Workdir | None = None
@@ -124,6 +136,7 @@ class Speaker:
         conf.write_text(render_config(self.bgp, settings, self._read_passwords()))
         conf.chmod(0o600)  # it holds the MD5 secrets
         env = dict(os.environ, **render_environment(self.bgp, settings))
+        self._packed = exabgp_main.unpatched_reason(env) is None
         if os.getuid() == 0 or os.getgid() == 0:
             # ExaBGP run by uid or gid 0 always switches to exabgp.daemon.user; it starts
             # without any capability (bgpd.speaker.launch), so it can only "switch" to
@@ -501,8 +514,9 @@ class Speaker:
         """Record which of ``prefixes`` this session cannot carry for its family."""
         sendable, configured = st.target.families, st.configured.families
         if sendable == configured:
-            for prefix in prefixes:
-                st.refused.pop(prefix, None)
+            if st.refused:  # usually empty: then 100,000 prefixes need not be hashed
+                for prefix in prefixes:
+                    st.refused.pop(prefix, None)
             return
         for prefix in prefixes:
             fam = family(prefix)
@@ -519,7 +533,11 @@ class Speaker:
             desired = self._desired
         if desired is None:
             return False
-        self._unplanned |= self._index.update(desired)
+        changed = self._index.update(desired)
+        if changed is None:
+            self._unplanned_all, self._unplanned = True, set()
+        else:
+            self._unplanned |= changed
         return True
 
     def _plan(self, full: bool) -> list[tuple[PeerState, int, Iterable[Command]]]:
@@ -528,6 +546,7 @@ class Speaker:
             # End-of-RIB) once the agent has said what it wants.
             return []
         changed, self._unplanned = self._unplanned, set()
+        full, self._unplanned_all = full or self._unplanned_all, False
         work = []
         with self._lock:
             for st in self._peers.values():
@@ -546,13 +565,15 @@ class Speaker:
                     cmds = self._refresh_commands(address, st.target, st.leftover)
                     st.leftover = {}
                 elif full:
-                    cmds = commands(address, *diff(self._index.view(st.target), st.announced))
+                    cmds = commands(address, *diff(self._index.view(st.target), st.announced),
+                                    packed=self._packed)
                 else:
                     cmds = commands(
                         address,
                         *diff_prefixes(
                             self._index.view(st.target, st.dirty), st.announced, st.dirty
                         ),
+                        packed=self._packed,
                     )
                 st.dirty = set()
                 if cmds:
@@ -561,44 +582,70 @@ class Speaker:
 
     def _refresh_commands(self, address: str, target: PeerTarget,
                           leftover: dict[IPNetwork, Announcement]) -> Iterator[Command]:
-        """A session's whole view, resolved and written a slice at a time while it is sent,
-        outside the lock: ExaBGP starts on the first lines while the rest is still being
-        resolved (100,000 routes take about a second), and the agent is not held up."""
-        sent: set[IPNetwork] = set()
-        prefixes = list(self._index.by_prefix)
-        for start in range(0, len(prefixes), REFRESH_SLICE):
-            view = self._index.view(target, prefixes[start : start + REFRESH_SLICE])
-            if leftover:  # usually empty: then 100,000 hashes of prefixes are not needed
-                sent.update(view)
-            yield from commands(address, list(view.values()), [])
-        yield from commands(address, [], [a for p, a in leftover.items() if p not in sent])
+        """A session's whole view, from the snapshot of the desired table (made ahead of the
+        session when it could be), then what the last session had that is no longer wanted,
+        then End-of-RIB."""
+        snapshot = self._current_snapshot()
+        yield from snapshot.commands(address, target, self._packed)
+        yield from commands(address, [], [a for p, a in leftover.items()
+                                          if not snapshot.carries(p, target)])
         # End-of-RIB only for what the session negotiated: ExaBGP sends one for any family
         # it is told, and strict peers reset the session for it.
         for fam in target.families:
             yield eor_command(address, fam)
+
+    def _current_snapshot(self) -> Snapshot:
+        if self._snapshot is None or self._snapshot.source is not self._index.source:
+            self._snapshot = Snapshot(self._index)
+        return self._snapshot
+
+    def _warm_snapshot(self) -> None:
+        """Make the snapshot a down peer's next session will be sent, while nothing waits."""
+        if self._snapshot is not None and self._snapshot.source is self._index.source:
+            return  # kept while the table stays the same: for the next peer that comes up
+        self._snapshot = None  # out of date: its memory is not held
+        with self._lock:
+            if all(st.state == ESTABLISHED for st in self._peers.values()):
+                return
+        if time.monotonic() - self._snapshot_warmed < SNAPSHOT_WARM_INTERVAL:
+            return
+        self._snapshot_warmed = time.monotonic()
+        snapshot = self._current_snapshot()
+        if self._packed:
+            snapshot.warm()
 
     def _reconcile_once(self, full: bool = False) -> None:
         conn = self._api.current if self._api is not None else None
         if conn is None:
             # ExaBGP's API is not connected yet: index the desired set now, so the first
             # session's full view does not wait for it (0.3-0.7 s at 100,000 routes).
-            self._index_desired()
+            if self._index_desired():
+                self._warm_snapshot()
             return
         for st, epoch, cmds in self._plan(full):
             for cmd in cmds:
-                with self._lock:
-                    if st.epoch != epoch:
-                        break  # the session went down: its next "up" starts a new round
-                    for ann in cmd.refused:
-                        st.refused[ann.prefix] = TOO_BIG
+                # Read without the lock: the API reader holds it while it records a packed
+                # command's acknowledgement (thousands of routes), and the next line must
+                # not wait for that. A session that dropped a moment ago and is missed here
+                # is handled as any late command: its acknowledgement sees the new epoch.
+                if st.epoch != epoch:
+                    break  # the session went down: its next "up" starts a new round
+                if cmd.refused:
+                    with self._lock:
+                        for ann in cmd.refused:
+                            st.refused[ann.prefix] = TOO_BIG
                 if not cmd.line:
                     continue  # refused: never handed to ExaBGP
                 if conn.send(cmd.line, functools.partial(self._on_reply, st, epoch, cmd)) is None:
                     return  # ExaBGP went away; the reconnect resets and replays
-                with self._lock:
-                    self._counters["commands_sent"] += 1
+                # the writer's own counters (read under the lock)
+                self._counters["commands_sent"] += 1
+                if PACKED_COMMAND in cmd.line[:PACKED_HEAD]:
+                    self._counters["commands_packed"] += 1
         if not conn.wait_idle(ROUND_TIMEOUT):
             log.warning("writer round ended without every reply (ExaBGP gone or too slow)")
+        if self._desired is not None:
+            self._warm_snapshot()
 
     def _on_reply(self, st: PeerState, epoch: int, cmd: Command, ok: bool) -> None:
         with self._lock:
@@ -609,8 +656,12 @@ class Speaker:
                     line if time.monotonic() - when < ERROR_REASON_WINDOW else "no reason logged"
                 )
                 st.commands_refused += 1
+                if PACKED_COMMAND in cmd.line and self._packed:
+                    self._packed = False  # its routes are retried below, as text lines
+                    log.warning("ExaBGP refused a packed announcement: sending text lines "
+                                "from now on")
                 # retried at the next wake-up or resync, not at once: it may fail again
-                st.dirty.update(a.prefix for a in cmd.announced + cmd.withdrawn)
+                st.dirty.update(a.prefix for a in itertools.chain(cmd.announced, cmd.withdrawn))
                 if cmd.announced or cmd.withdrawn:
                     st.last_error = f"ExaBGP refused {cmd.line[:200]!r}: {reason}"
                 log.error("ExaBGP refused command %r: %s", cmd.line[:500], reason)

@@ -97,3 +97,28 @@ def test_routes_beyond_the_import_policy_are_not_learned():
             assert dict(refused.samples) == {
                 "198.18.0.0/15": "import-not-allowed", "172.16.0.0/25": "import-not-allowed",
                 **{p: "over-max-prefixes" for p in allowed - set(map(str, learned))}}
+
+
+def test_packed_routes_carry_every_attribute_to_bird():
+    """ExaBGP patch 13 (``announce packed``): what BIRD stores for routes sent packed, IPv4
+    in the NLRI field and IPv6 in MP_REACH_NLRI, is what the text path gives them above."""
+    v4 = [ann(f"10.244.{i}.0/24", RICH) for i in range(40)]
+    v6 = [ann(f"fd10:244:{i:x}::/64", RICH) for i in range(30)]
+    with routers.tor_and_node("bird-packed") as (tor, node):
+        conf = routers.bird_config(TOR_AS, {NODE_V4: NODE_AS, NODE_V6: NODE_AS})
+        with routers.bird(tor, conf) as bird, speaker(bgp_config(*peers(TOR_AS)), node) as sp:
+            sp.set_desired(v4 + v6)
+            got4 = wait_for(lambda: len(bird.bgp_routes("n1")) == 40 and bird.bgp_routes("n1"),
+                            SESSION_TIMEOUT, "the IPv4 routes")
+            got6 = wait_for(lambda: len(bird.bgp_routes("n2")) == 30 and bird.bgp_routes("n2"),
+                            SESSION_TIMEOUT, "the IPv6 routes")
+            assert sp.counters()["commands_packed"] == 2  # one per session: really packed
+            assert set(got4) == {str(a.prefix) for a in v4}
+            assert set(got6) == {str(a.prefix) for a in v6}
+            for attrs in got4.values():
+                assert attrs["BGP.community"] == "(64512,7)"
+                assert attrs["BGP.large_community"] == "(64512, 7, 8)"
+                assert attrs["BGP.med"] == "9" and attrs["BGP.next_hop"] == NODE_V4
+            for attrs in got6.values():
+                assert attrs["BGP.community"] == "(64512,7)"
+                assert attrs["BGP.next_hop"].split()[0] == NODE_V6

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from bgpd.config import ImportConfig, PeerConfig, PrefixRule
+from bgpd.model import Attributes
 from bgpd.speaker import process
 from bgpd.speaker import speaker as speaker_module
 from bgpd.speaker.speaker import Speaker
@@ -510,3 +511,35 @@ def test_a_peer_held_down_over_max_prefixes_says_so_not_that_its_md5_key_is_wron
             status = sp.peers()[0]
             assert status.state != "established"
             assert "max_prefixes" in status.last_error, status.last_error
+
+
+def test_a_table_sent_as_packed_lines_arrives_whole_with_its_attributes_and_next_hops():
+    """ExaBGP patch 13 on the wire to the strictest of our three peers: IPv4 /32s and /24s
+    in the NLRI field, IPv6 /64s in MP_REACH_NLRI with our IPv6 next hop, one IPv4 session,
+    attributes carried; then most withdrawn (text withdrawals behind packed announcements)
+    and the rest announced again with other attributes."""
+    rich = Attributes(communities=("64512:7",), med=9)  # communities: see the BIRD test
+    hosts = [ann(f"10.244.{i // 250}.{i % 250 + 1}/32") for i in range(300)]
+    nets = [ann(f"10.245.{i}.0/24", rich) for i in range(40)]
+    v6 = [ann(f"fd10:244:{i:x}::/64", rich) for i in range(100)]
+    with routers.tor_and_node("obgp-packed") as (tor, node):
+        conf = routers.openbgpd_config(TOR_AS, {NODE_V4: NODE_AS}, dual_stack=(NODE_V4,))
+        peer = default_peer(next_hop_ipv6=NODE_V6)
+        with routers.openbgpd(tor, conf) as ob, speaker(bgp_config(peer), node) as sp:
+            sp.set_desired(hosts + nets + v6)
+            want = {str(a.prefix): (NODE_V6 if a.prefix.version == 6 else NODE_V4)
+                    for a in hosts + nets + v6}
+            wait_for(lambda: next_hops(ob, NODE_V4) == want, SESSION_TIMEOUT,
+                     "every packed route at OpenBGPD with our next hops")
+            assert sp.counters()["commands_packed"] >= 3  # one per shape: really packed
+            got = ob.routes(NODE_V4)  # (its summary shows MED as "metric", no communities)
+            for prefix in ("10.245.0.0/24", "10.245.39.0/24", "fd10:244:63::/64"):
+                assert got[prefix]["metric"] == 9 and got[prefix]["aspath"] == str(NODE_AS)
+            assert got["10.244.0.1/32"]["metric"] == 0
+            sp.set_desired(hosts[:20] + [ann(str(a.prefix)) for a in nets])
+            want = {str(a.prefix): NODE_V4 for a in hosts[:20] + nets}
+            wait_for(lambda: next_hops(ob, NODE_V4) == want, ROUTE_TIMEOUT,
+                     "the withdrawals, and the /24s again without their attributes")
+            assert ob.routes(NODE_V4)["10.245.0.0/24"]["metric"] == 0
+            assert sp.wait_synced(ROUTE_TIMEOUT)
+            assert ob.notifications(NODE_V4) == NO_NOTIFICATIONS

@@ -180,3 +180,18 @@ def test_a_view_resolves_each_route_as_resolve_does(target):
     some = [r.prefix for r in list(routes)[:50]]
     assert index.view(target, some) == {p: expected[p] for p in some
                                         if expected[p] is not None}
+
+
+def test_a_change_of_most_of_the_index_is_reported_as_everything_and_a_small_one_listed():
+    index = DesiredIndex()
+    first = frozenset(ann(f"10.{i // 256}.{i % 256}.0/24") for i in range(3000))
+    assert index.update(first) is None  # the caller compares whole views
+    second = frozenset(list(first)[:2990])
+    assert index.update(second) == {a.prefix for a in first - second}
+    assert index.view(EBGP) == peer_view(second, EBGP)
+    # a second claim on a prefix, then the first withdrawn: one claim held as itself again
+    a, b = ann("10.99.0.0/24", Attributes(med=1)), ann("10.99.0.0/24", Attributes(med=2))
+    index.update(second | {a, b})
+    assert index.claims(a.prefix) == {a, b} and index.chosen(a.prefix) == a
+    index.update(second | {b})
+    assert index.by_prefix[a.prefix] is b and index.claims(a.prefix) == {b}

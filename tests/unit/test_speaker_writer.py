@@ -4,9 +4,12 @@ import ipaddress
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from bgpd.config import BgpConfig, PeerConfig
 from bgpd.model import Announcement, Attributes
 from bgpd.speaker import Speaker
+from bgpd.speaker.snapshot import Snapshot
 
 PEER = "10.0.0.1"
 
@@ -416,43 +419,76 @@ def test_wider_import_rules_ask_the_peer_again():
     assert conn.take() == [f"neighbor {PEER} announce route-refresh ipv4 unicast"]
 
 
-def test_a_large_refresh_is_sent_in_slices_every_route_once_then_withdrawals_then_eor():
-    """A view larger than REFRESH_SLICE goes out slice by slice while it is resolved: every
-    desired route exactly once, a route of the last session no longer desired withdrawn
-    after every announcement, End-of-RIB last; and the first line leaves before the last
-    slice is resolved."""
+def _announced_prefixes(lines):
+    """Every prefix announced by ``lines``, text or packed, in order."""
+    out = []
+    for line in lines:
+        if " announce attributes " in line:
+            out += line.split(" nlri ")[1].split()
+        elif " announce packed " in line:
+            words = line.split()
+            at = words.index("packed")
+            afi, bits, hexed = words[at + 1], int(words[at + 2]), words[at + 3]
+            width, octets = (4 if afi == "ipv4" else 16), (bits + 7) // 8
+            raw = bytes.fromhex(hexed)
+            out += [f"{ipaddress.ip_address(raw[i:i + octets] + bytes(width - octets))}/{bits}"
+                    for i in range(0, len(raw), octets)]
+    return out
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["text lines", "packed lines"])
+def test_a_refresh_comes_from_the_snapshot_made_while_the_peer_was_down(packed, monkeypatch):
+    """The whole view of a session coming back: every desired route exactly once (large
+    groups packed when ExaBGP takes it, small ones as text), a route of the last session no
+    longer desired withdrawn after every announcement, End-of-RIB last; and the table was
+    grouped while the peer was down, not when it came up."""
     from bgpd.speaker import speaker as speaker_mod
 
+    made = []
+    monkeypatch.setattr(speaker_mod, "Snapshot",
+                        lambda index: made.append(1) or Snapshot(index))
     sp, conn, _ = make_speaker()
-    n = 2 * speaker_mod.REFRESH_SLICE + 7
-    routes = {ann(f"10.{i // 256}.{i % 256}.0/24", med=i % 3) for i in range(n)}
+    sp._packed = packed
+    routes = {ann(f"10.{i // 256}.{i % 256}.0/24", med=i % 3) for i in range(300)}
+    routes |= {ann(f"10.250.0.{i}/32") for i in range(5)}  # too few to pack
     sp.set_desired(routes | {ann("10.200.0.0/24")})
     sp._on_line(conn, state_line("up"))
     sp._reconcile_once()
     sp._on_line(conn, state_line("down", "reset"))
     sp.set_desired(routes)
-    sp._reconcile_once()
+    sp._reconcile_once()  # the peer is down: the new table is grouped now
+    assert len(made) == 2
     conn.take()
-    resolved_before_first_line = []
-    view = sp._index.view
-
-    def counting_view(target, prefixes=None):
-        resolved_before_first_line.append(len(conn.lines) == 0)
-        return view(target, prefixes)
-
-    sp._index.view = counting_view
     sp._on_line(conn, state_line("up"))
     sp._reconcile_once()
+    assert len(made) == 2  # the session came up to a table grouped already
     lines = conn.take()
-    announced = [p for line in lines if " announce attributes " in line
-                 for p in line.split(" nlri ")[1].split()]
+    announced = _announced_prefixes(lines)
     assert sorted(announced) == sorted(str(r.prefix) for r in routes)
-    assert len(announced) == len(set(announced)) == n
+    assert len(announced) == len(set(announced)) == len(routes)
+    assert sum(" announce packed " in line for line in lines) == (3 if packed else 0)
     withdrawn = [i for i, line in enumerate(lines) if " withdraw " in line]
     assert [lines[i].split(" nlri ")[1] for i in withdrawn] == ["10.200.0.0/24"]
-    last_announce = max(i for i, line in enumerate(lines) if " announce attributes " in line)
+    last_announce = max(i for i, line in enumerate(lines) if " announce " in line
+                        and " eor " not in line)
     assert withdrawn[0] > last_announce
     assert lines[-1] == f"neighbor {PEER} announce eor ipv4 unicast"
-    assert resolved_before_first_line.count(True) == 1, resolved_before_first_line
-    assert len(resolved_before_first_line) == 3
+    assert sp.in_sync()
+
+
+def test_a_refused_packed_line_is_sent_again_as_text_and_packing_stops():
+    sp, conn, _ = make_speaker()
+    sp._packed = True
+    routes = {ann(f"10.1.{i}.0/24") for i in range(40)}
+    conn.refuse = {" announce packed "}
+    sp.set_desired(routes)
+    sp._on_line(conn, state_line("up"))
+    sp._reconcile_once()
+    assert not sp._packed and not sp.in_sync()
+    assert sp._peers[PEER].commands_refused == 1
+    conn.take()
+    sp._reconcile_once()  # the retry: the same routes, as text
+    lines = conn.take()
+    assert not any(" announce packed " in line for line in lines)
+    assert sorted(_announced_prefixes(lines)) == sorted(str(r.prefix) for r in routes)
     assert sp.in_sync()
