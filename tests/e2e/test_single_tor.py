@@ -337,9 +337,12 @@ def test_external_ip_outside_the_pools_is_refused_with_an_event(lab):
     lab.create_service("hijack", {"app": "hijack"}, [bad], local=False)
     try:
         lab.wait_pod_ip("hijack-1")
-        events = wait_for(lambda: lab.events_for("Service", "hijack"), ROUTE_TIMEOUT,
-                          "an Event on Service hijack")
-        assert any(bad in e.get("message", "") for e in events), events
+        # waits for the agent's Event naming the address: the API server may write its
+        # own Events on the same Service first (ClusterIPNotAllocated from its repair loop)
+        events = wait_for(lambda: [e for e in lab.events_for("Service", "hijack")
+                                   if bad in e.get("message", "")], ROUTE_TIMEOUT,
+                          "the agent's Event on Service hijack naming the address")
+        assert all(e.get("reportingComponent") == "bgpd" for e in events), events
         deadline = time.monotonic() + 5  # and it stays out
         while time.monotonic() < deadline:
             assert f"{bad}/32" not in lab.bgp_routes()

@@ -18,6 +18,7 @@ import pytest
 from bgpd import client as cli_client
 from bgpd.config import parse_config
 from bgpd.kube.client import KubeClient
+from bgpd.kube.events import COMPONENT as EVENTS_COMPONENT
 from bgpd.runner import build
 from tests.controlplane.controlplane import free_port
 from tests.integration.kube_fixtures import create_node, eventually, start_control_plane
@@ -96,9 +97,15 @@ def service(name: str, external_ip: str) -> dict:
                      "externalIPs": [external_ip]}}
 
 
+def ours(events: list[dict]) -> list[dict]:
+    """The agent's Events only: the API server writes its own on the same Service (its
+    repair loop's ClusterIPNotAllocated for a Service created without a cluster IP)."""
+    return [e for e in events if e.get("reportingComponent") == EVENTS_COMPONENT]
+
+
 def events_for(cp, name: str) -> list[dict]:
     items = cp.api("GET", "/api/v1/namespaces/default/events")["items"]
-    return [e for e in items if e["involvedObject"]["name"] == name]
+    return ours([e for e in items if e["involvedObject"]["name"] == name])
 
 
 def test_services_are_announced_withdrawn_and_rejected_as_the_policy_says(world):
@@ -123,7 +130,7 @@ def test_services_are_announced_withdrawn_and_rejected_as_the_policy_says(world)
         described = cp.api("GET", "/api/v1/namespaces/default/events?fieldSelector="
                            "involvedObject.kind=Service,involvedObject.name=evil,"
                            f"involvedObject.namespace=default,involvedObject.uid={uid}")
-        assert [e["reason"] for e in described["items"]] == ["outside-pools"]
+        assert [e["reason"] for e in ours(described["items"])] == ["outside-pools"]
         code, out = cli("explain", endpoint, target="192.0.2.10")
         doc = json.loads(out)
         assert code == 1 and not doc["announced"]
