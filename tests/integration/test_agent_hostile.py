@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from bgpd.kube.events import COMPONENT as EVENTS_COMPONENT
 from tests.integration.agent_world import TOR_V4, RunningAgent, key_file, peer_state
 from tests.integration.kube_fixtures import eventually, set_pod_status
 
@@ -50,8 +51,10 @@ def communities(router, prefix: str) -> str | None:
 
 
 def events(cp, ns: str, name: str) -> list[dict]:
+    """The agent's Events on ``name`` (not the API server's own on the same Service)."""
     items = cp.api("GET", f"/api/v1/namespaces/{ns}/events")["items"]
-    return [e for e in items if e["involvedObject"]["name"] == name]
+    return [e for e in items if e["involvedObject"]["name"] == name
+            and e.get("reportingComponent") == EVENTS_COMPONENT]
 
 
 @pytest.fixture(scope="module")

@@ -110,8 +110,11 @@ def flush_all(recorders: list[EventRecorder]) -> None:
 
 
 def events_about(cp, namespace: str, name: str) -> list[dict]:
-    return cp.api("GET", f"/api/v1/namespaces/{namespace}/events"
-                         f"?fieldSelector=involvedObject.name={name}")["items"]
+    """The agents' Events on ``name``: the API server writes its own on the same Service
+    (its repair loop's ClusterIPNotAllocated), whenever that loop happens to run."""
+    items = cp.api("GET", f"/api/v1/namespaces/{namespace}/events"
+                          f"?fieldSelector=involvedObject.name={name}")["items"]
+    return [e for e in items if e.get("reportingComponent") == kube_events.COMPONENT]
 
 
 def period_start(period: int) -> float:
