@@ -13,11 +13,12 @@ import logging
 import operator
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from bgpd.model import Announcement, Attributes, DesiredSet, IPNetwork
 from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
+from bgpd.speaker.received import family
 
 # Prefixes per command line. Larger lines cost ExaBGP nothing more per prefix and save a
 # parse + ack round per line; the line stays far below ExaBGP's 1 MiB command limit.
@@ -66,9 +67,10 @@ class Command:
     withdrawn: Sequence[Announcement] = ()
     refused: tuple[Announcement, ...] = ()
 
-
-def _family_name(prefix: IPNetwork) -> str:
-    return "ipv4-unicast" if prefix.version == 4 else "ipv6-unicast"
+    @property
+    def is_packed(self) -> bool:
+        """An ``announce packed`` line (its third and fourth words)."""
+        return self.line.split(" ", 4)[2:4] == ["announce", "packed"]
 
 
 def _next_hop_for(ann: Announcement, target: PeerTarget) -> str:
@@ -87,7 +89,7 @@ def resolve(ann: Announcement, target: PeerTarget) -> Announcement | None:
     """What ``target`` is sent for ``ann``: None if the session does not carry its family;
     otherwise the next hop resolved, and LOCAL_PREF kept only on iBGP sessions (RFC 4271
     5.1.5: it is not sent to eBGP peers)."""
-    if _family_name(ann.prefix) not in target.families:
+    if family(ann.prefix) not in target.families:
         return None
     attrs = ann.attributes
     if attrs.prepend:
@@ -288,14 +290,26 @@ def pack_addresses(prefixes: Sequence[IPNetwork], version: int, bits: int) -> by
     return bytes(out)
 
 
-def _packed(peer_address: str, version: int, bits: int, chunk: tuple[Announcement, ...],
-            words: list[str]) -> str:
-    addresses = pack_addresses([a.prefix for a in chunk], version, bits)
-    return (f"neighbor {peer_address}{PACKED_COMMAND}ipv{version} {bits} {addresses.hex()} "
-            + " ".join(words))
+def packable(count: int, bits: int, next_hop: str) -> bool:
+    """Whether ``count`` routes of one length, attributes and next hop go packed."""
+    return count >= PACKED_MIN_PREFIXES and bits > 0 and next_hop != NEXT_HOP_SELF
 
 
-def _packed_commands(peer_address: str, version: int, group: list[Announcement],
+def packed_lines(peer_address: str, version: int, bits: int, addresses: bytes, count: int,
+                 words: list[str]) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, line)``: the packed commands for ``count`` routes whose addresses are
+    ``addresses`` (as pack_addresses makes them), MAX_PACKED_PER_COMMAND a line."""
+    head = f"neighbor {peer_address}{PACKED_COMMAND}ipv{version} {bits} "
+    tail = " " + " ".join(words)
+    octets = (bits + 7) // 8
+    for start in range(0, count, MAX_PACKED_PER_COMMAND):
+        end = min(start + MAX_PACKED_PER_COMMAND, count)
+        line = f"{head}{addresses[start * octets : end * octets].hex()}{tail}"
+        if safe_line(line):
+            yield start, end, line
+
+
+def _packed_commands(peer_address: str, version: int, next_hop: str, group: list[Announcement],
                      words: list[str], out: list[Command]) -> list[Announcement]:
     """Packed lines for the runs of one prefix length in ``group`` (sorted) that are large
     enough; returns what is left for text lines."""
@@ -304,14 +318,13 @@ def _packed_commands(peer_address: str, version: int, group: list[Announcement],
         by_length.setdefault(ann.prefix.prefixlen, []).append(ann)
     rest: list[Announcement] = []
     for bits, same in by_length.items():
-        if len(same) < PACKED_MIN_PREFIXES or bits == 0:
+        if not packable(len(same), bits, next_hop):
             rest += same
             continue
-        for start in range(0, len(same), MAX_PACKED_PER_COMMAND):
-            chunk = tuple(same[start : start + MAX_PACKED_PER_COMMAND])
-            line = _packed(peer_address, version, bits, chunk, words)
-            if safe_line(line):
-                out.append(Command(line, announced=chunk))
+        addresses = pack_addresses([a.prefix for a in same], version, bits)
+        for start, end, line in packed_lines(peer_address, version, bits, addresses,
+                                             len(same), words):
+            out.append(Command(line, announced=tuple(same[start:end])))
     if len(rest) == len(group):
         return group  # nothing packed: as sorted
     rest.sort(key=_prefix_order)
@@ -345,9 +358,9 @@ def commands(
             words = ["next-hop", next_hop]
             if action == "announce":
                 words += attribute_words(attrs)
-                if (packed and next_hop != NEXT_HOP_SELF
-                        and len(group) >= PACKED_MIN_PREFIXES):
-                    group = _packed_commands(peer_address, version, group, words, out)
+                if packed and len(group) >= PACKED_MIN_PREFIXES:
+                    group = _packed_commands(peer_address, version, next_hop, group, words,
+                                             out)
             head = f"neighbor {peer_address} {action} attributes {' '.join(words)} nlri "
             for start in range(0, len(group), max_per_command):
                 chunk = tuple(group[start : start + max_per_command])

@@ -16,10 +16,8 @@ from collections.abc import Iterator, Sequence
 
 from bgpd.model import Announcement, Attributes, IPNetwork
 from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
+from bgpd.speaker.received import family
 from bgpd.speaker.routes import (
-    MAX_PACKED_PER_COMMAND,
-    NEXT_HOP_SELF,
-    PACKED_COMMAND,
     PACKED_MIN_PREFIXES,
     Command,
     DesiredIndex,
@@ -27,8 +25,9 @@ from bgpd.speaker.routes import (
     attribute_words,
     commands,
     pack_addresses,
+    packable,
+    packed_lines,
     resolve,
-    safe_line,
 )
 
 
@@ -111,8 +110,7 @@ class Snapshot:
                 group.packed()
 
     def carries(self, prefix: IPNetwork, target: PeerTarget) -> bool:
-        return prefix in self.by_prefix and (
-            "ipv4-unicast" if prefix.version == 4 else "ipv6-unicast") in target.families
+        return prefix in self.by_prefix and family(prefix) in target.families
 
     def commands(self, peer_address: str, target: PeerTarget, packed: bool) -> Iterator[Command]:
         """Every route ``target`` should hold, as announce commands, group by group."""
@@ -122,21 +120,11 @@ class Snapshot:
             if resolved is None:
                 continue  # the session does not carry this family
             routes = Resolved(group.prefixes, resolved.attributes, resolved.next_hop)
-            if (packed and group.bits and len(routes) >= PACKED_MIN_PREFIXES
-                    and resolved.next_hop != NEXT_HOP_SELF
+            if (packed and packable(len(routes), group.bits, resolved.next_hop)
                     and encoded_size(resolved.attributes, group.version) <= BGP_MAX_MESSAGE):
-                yield from _packed_lines(peer_address, group, routes)
+                words = ["next-hop", resolved.next_hop, *attribute_words(resolved.attributes)]
+                for start, end, line in packed_lines(peer_address, group.version, group.bits,
+                                                     group.packed(), len(routes), words):
+                    yield Command(line, announced=routes[start:end])
             else:
                 yield from commands(peer_address, list(routes), [])
-
-
-def _packed_lines(peer_address: str, group: _Group, routes: Resolved) -> Iterator[Command]:
-    words = " ".join(["next-hop", routes.next_hop, *attribute_words(routes.attributes)])
-    head = f"neighbor {peer_address}{PACKED_COMMAND}ipv{group.version} {group.bits} "
-    octets = (group.bits + 7) // 8
-    addresses = group.packed()
-    for start in range(0, len(routes), MAX_PACKED_PER_COMMAND):
-        end = min(start + MAX_PACKED_PER_COMMAND, len(routes))
-        line = f"{head}{addresses[start * octets : end * octets].hex()} {words}"
-        if safe_line(line):
-            yield Command(line, announced=routes[start:end])

@@ -33,7 +33,6 @@ from bgpd.speaker.process import Supervisor
 from bgpd.speaker.received import OWN_RESTART_KEEP_SECONDS, Refused, family
 from bgpd.speaker.render import SpeakerSettings, render_config, render_environment
 from bgpd.speaker.routes import (
-    PACKED_COMMAND,
     TOO_BIG,
     Command,
     DesiredIndex,
@@ -61,7 +60,6 @@ SYNC_POLL = 0.01
 # changing every second costs a down peer's node little; a refresh that finds the
 # snapshot out of date makes it then.
 SNAPSHOT_WARM_INTERVAL = 5.0
-PACKED_HEAD = 80  # a packed line says so within its first characters (after the neighbor)
 STOP_WITHDRAW_TIMEOUT = 30.0
 CEASE_MAX_PREFIXES = 1  # RFC 4486 Cease subcode: maximum number of prefixes reached
 # ExaBGP for the speaker: an interpreter without the agent's file capability, if the image
@@ -640,7 +638,7 @@ class Speaker:
                     return  # ExaBGP went away; the reconnect resets and replays
                 # the writer's own counters (read under the lock)
                 self._counters["commands_sent"] += 1
-                if PACKED_COMMAND in cmd.line[:PACKED_HEAD]:
+                if cmd.is_packed:
                     self._counters["commands_packed"] += 1
         if not conn.wait_idle(ROUND_TIMEOUT):
             log.warning("writer round ended without every reply (ExaBGP gone or too slow)")
@@ -656,7 +654,7 @@ class Speaker:
                     line if time.monotonic() - when < ERROR_REASON_WINDOW else "no reason logged"
                 )
                 st.commands_refused += 1
-                if PACKED_COMMAND in cmd.line and self._packed:
+                if cmd.is_packed and self._packed:
                     self._packed = False  # its routes are retried below, as text lines
                     log.warning("ExaBGP refused a packed announcement: sending text lines "
                                 "from now on")

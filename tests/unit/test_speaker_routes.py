@@ -195,3 +195,26 @@ def test_a_change_of_most_of_the_index_is_reported_as_everything_and_a_small_one
     assert index.claims(a.prefix) == {a, b} and index.chosen(a.prefix) == a
     index.update(second | {b})
     assert index.by_prefix[a.prefix] is b and index.claims(a.prefix) == {b}
+
+
+def test_a_large_change_goes_packed_by_prefix_length_and_the_rest_as_text():
+    from bgpd.speaker.routes import MAX_PACKED_PER_COMMAND
+
+    nets = [ann(f"10.{i // 256}.{i % 256}.0/24", next_hop="10.0.0.2")
+            for i in range(MAX_PACKED_PER_COMMAND + 10)]
+    few = [ann(f"10.200.0.{i}/32", next_hop="10.0.0.2") for i in range(5)]  # too few
+    selfs = [ann(f"10.201.{i}.0/24", next_hop="self") for i in range(20)]  # never packed
+    out = commands("10.0.0.1", nets + few + selfs, [], packed=True)
+    packed = [c for c in out if c.is_packed]
+    assert [len(c.announced) for c in packed] == [MAX_PACKED_PER_COMMAND, 10]
+    for cmd in packed:
+        words = cmd.line.split()
+        assert words[2:6] == ["announce", "packed", "ipv4", "24"]
+        raw = bytes.fromhex(words[6])
+        assert [ipaddress.ip_network((int.from_bytes(raw[i:i + 3]) << 8, 24))
+                for i in range(0, len(raw), 3)] == [a.prefix for a in cmd.announced]
+        assert words[7:] == ["next-hop", "10.0.0.2", "origin", "igp"]
+    text = [c for c in out if not c.is_packed]
+    assert sorted(a.prefix for c in text for a in c.announced) == sorted(
+        a.prefix for a in few + selfs)
+    assert not any(c.is_packed for c in commands("10.0.0.1", nets, [], packed=False))
