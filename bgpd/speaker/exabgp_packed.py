@@ -49,16 +49,14 @@ class Packed:
         raw = self.addresses[: self.octets] + bytes(width - self.octets)
         return f"{ipaddress.ip_address(raw)}/{self.bits}"
 
-    def wire(self, path_id: bytes = b"") -> bytes:
-        """The routes as NLRI: [path id] length, address octets, one after another."""
+    def wire(self) -> bytes:
+        """The routes as NLRI without path ids: length, address octets, one after another."""
         octets, count = self.octets, self.count
-        step = len(path_id) + 1 + octets
+        step = 1 + octets
         out = bytearray(step * count)
-        for offset, byte in enumerate(path_id):
-            out[offset::step] = bytes((byte,)) * count
-        out[len(path_id)::step] = bytes((self.bits,)) * count
+        out[0::step] = bytes((self.bits,)) * count
         for j in range(octets):
-            out[len(path_id) + 1 + j :: step] = self.addresses[j::octets]
+            out[1 + j :: step] = self.addresses[j::octets]
         return bytes(out)
 
 
@@ -159,9 +157,11 @@ def _update_class():
                 log.critical(lambda: "can not pack one NLRI in an MP_REACH_NLRI, not announcing it",
                              "parser")
                 return
-            per = step
+            # As many routes as fit even with a 4-octet attribute header, then more while
+            # ExaBGP's own length rule allows (a round or two, near 255 octets)
+            per = max(step, (room - 4 - len(header)) // step * step)
             while per + step <= len(wire) and reach._len(header + bytes(per + step)) <= room:
-                per += step  # at most ~4,000 / step rounds, once per Update
+                per += step
             for start in range(0, len(wire), per):
                 mp = reach._attribute(header + wire[start : start + per])
                 yield self._message(Update.prefix(b"") + Update.prefix(attr + mp))
