@@ -492,3 +492,25 @@ def test_a_refused_packed_line_is_sent_again_as_text_and_packing_stops():
     assert not any(" announce packed " in line for line in lines)
     assert sorted(_announced_prefixes(lines)) == sorted(str(r.prefix) for r in routes)
     assert sp.in_sync()
+
+
+def test_a_table_changing_while_the_peer_is_down_is_grouped_at_most_once_an_interval(
+        monkeypatch):
+    """A churning table and a peer that stays down (a dead ToR) cost a snapshot per
+    SNAPSHOT_WARM_INTERVAL, not one per change; an out-of-date one is not kept."""
+    from bgpd.speaker import speaker as speaker_mod
+
+    made = []
+    monkeypatch.setattr(speaker_mod, "Snapshot",
+                        lambda index: made.append(1) or Snapshot(index))
+    sp, conn, _ = make_speaker()
+    sp.set_desired({ann("10.1.0.0/24")})
+    sp._reconcile_once()
+    assert len(made) == 1 and sp._snapshot is not None
+    for i in range(5):
+        sp.set_desired({ann(f"10.2.{i}.0/24")})
+        sp._reconcile_once()
+    assert len(made) == 1 and sp._snapshot is None
+    sp._snapshot_warmed -= speaker_mod.SNAPSHOT_WARM_INTERVAL
+    sp._reconcile_once()
+    assert len(made) == 2 and sp._snapshot.source is sp._index.source
