@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
+import pickle
 import random
 import sys
 from types import MappingProxyType
@@ -93,7 +95,7 @@ def test_the_ipv4_fast_path_parses_like_ipaddress_at_random():
         got, want = addresses.host_prefix(text), _reference_host_prefix(text)
         assert got == want, text
         if got[0] is not None:
-            assert type(got[0]) is type(want[0]) and str(got[0]) == got[1]
+            assert isinstance(got[0], type(want[0])) and str(got[0]) == got[1]
 
 
 @pytest.mark.parametrize("value", [0, 1, 0x7F000001, 0xC6336407, 0xFFFFFFFE, 0xFFFFFFFF])
@@ -107,6 +109,26 @@ def test_a_fast_host_network_is_the_constructors(value):
     assert fast.broadcast_address == slow.broadcast_address
     assert fast.subnet_of(ipaddress.ip_network("0.0.0.0/0"))
     assert fast.num_addresses == 1 and fast.prefixlen == 32
+    assert pickle.loads(pickle.dumps(fast)) == slow and copy.copy(fast) == slow
+
+
+def test_fast_host_networks_and_the_constructors_are_one_dict_key():
+    # The fast type hashes by its own formula: equal networks of both kinds must find each
+    # other in a dict, and networks derived from a fast one (supernet, subnets, pickling)
+    # hash as the constructor's do.
+    rnd = random.Random(5)
+    values = [rnd.getrandbits(32) for _ in range(2_000)] + [0, 0xFFFFFFFF]
+    table = {addresses.v4_host_network(v): v for v in values}
+    for v in values:
+        slow = ipaddress.IPv4Network(v)
+        assert table[slow] == v and hash(slow) == hash(addresses.v4_host_network(v))
+    fast = addresses.v4_host_network(0xC6336407)
+    for derived in (fast.supernet(8), fast.supernet(31), *fast.subnets(0),
+                    pickle.loads(pickle.dumps(fast)), copy.deepcopy(fast)):
+        twin = ipaddress.ip_network(str(derived))
+        assert derived == twin and hash(derived) == hash(twin) and repr(derived) == repr(twin)
+    assert fast not in {ipaddress.ip_network("198.51.100.6/31"),
+                        ipaddress.ip_network("::c633:6407/128")}
 
 
 def test_the_ipv4_pool_lookup_is_pool_contains():
