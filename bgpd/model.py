@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -75,6 +75,27 @@ class Announcement:
     @property
     def family(self) -> str:
         return family_of(self.prefix)
+
+
+_new_object = object.__new__
+# The slots' own setters: what the frozen dataclass's __init__ reaches through
+# object.__setattr__, one Python call and three lookups per field.
+_set_prefix = Announcement.prefix.__set__  # type: ignore[attr-defined]
+_set_attributes = Announcement.attributes.__set__  # type: ignore[attr-defined]
+_set_next_hop = Announcement.next_hop.__set__  # type: ignore[attr-defined]
+
+
+def announcements(prefixes: Iterable[IPNetwork], attributes: Attributes,
+                  next_hop: str | None) -> Iterator[Announcement]:
+    """``Announcement(prefix, attributes, next_hop)`` for each of ``prefixes``, made about
+    three times faster than by the constructor: the speaker records 100,000 acknowledged
+    routes this way while their session's first UPDATEs are still going out."""
+    for prefix in prefixes:
+        ann = _new_object(Announcement)
+        _set_prefix(ann, prefix)
+        _set_attributes(ann, attributes)
+        _set_next_hop(ann, next_hop)
+        yield ann
 
 
 class DesiredSet(frozenset):

@@ -155,16 +155,26 @@ class DesiredIndex:
                 del by_prefix[ann.prefix]
         for ann in added:
             claims = by_prefix.setdefault(ann.prefix, ann)
-            if claims is ann:
-                continue
-            if type(claims) is _Claims:
-                claims.add(ann)
-            elif claims != ann:
-                by_prefix[ann.prefix] = _Claims((claims, ann))
+            if claims is not ann:
+                self.add_claim(claims, ann)
         self.source = desired
         if len(added) + len(removed) > max(EVERYTHING_CHANGED_MIN, len(by_prefix) // 2):
             return None
         return {a.prefix for a in added} | {a.prefix for a in removed}
+
+    def add_claim(self, claims: Announcement | _Claims, ann: Announcement) -> None:
+        """Record ``ann`` as one more claim on a prefix already held by ``claims``."""
+        if type(claims) is _Claims:
+            claims.add(ann)
+        elif claims != ann:
+            self.by_prefix[ann.prefix] = _Claims((claims, ann))
+
+    def adopt(self, desired: frozenset[Announcement],
+              by_prefix: dict[IPNetwork, Announcement | _Claims]) -> None:
+        """Take ``by_prefix``, built from ``desired`` by someone else's pass (see
+        Snapshot.indexing), as this empty index's own."""
+        assert not self.by_prefix, "adopt() fills an empty index only"
+        self.source, self.by_prefix = desired, by_prefix
 
     def claims(self, prefix: IPNetwork) -> frozenset[Announcement]:
         found = self.by_prefix.get(prefix)
@@ -273,18 +283,23 @@ def safe_line(line: str) -> bool:
 # An IPv4 address's integer, read straight from the object: int() on 100,000 addresses
 # cost three times as much as the packing itself. ``_ip`` is where CPython's ipaddress
 # has kept it since 3.3; tests/unit/test_speaker_packed.py compares with ``.packed``.
-_V4_INTS = operator.attrgetter("network_address._ip")
+_ADDRESS_INT = operator.attrgetter("network_address._ip")
 
 
 def pack_addresses(prefixes: Sequence[IPNetwork], version: int, bits: int) -> bytes:
     """``prefixes``' network addresses, each cut to the octets ``bits`` cover."""
+    return pack_ints(list(map(_ADDRESS_INT, prefixes)), version, bits)
+
+
+def pack_ints(addresses: Sequence[int], version: int, bits: int) -> bytes:
+    """Network addresses given as integers, each cut to the octets ``bits`` cover."""
     octets = (bits + 7) // 8
     if version == 6:
-        return b"".join([p.network_address.packed[:octets] for p in prefixes])
-    whole = struct.pack(f">{len(prefixes)}I", *map(_V4_INTS, prefixes))
+        return b"".join([a.to_bytes(16, "big")[:octets] for a in addresses])
+    whole = struct.pack(f">{len(addresses)}I", *addresses)
     if octets == 4:
         return whole
-    out = bytearray(octets * len(prefixes))
+    out = bytearray(octets * len(addresses))
     for j in range(octets):
         out[j::octets] = whole[j::4]
     return bytes(out)

@@ -12,9 +12,9 @@ operations per group and a slice of bytes per command line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
-from bgpd.model import Announcement, Attributes, IPNetwork
+from bgpd.model import Announcement, Attributes, IPNetwork, announcements
 from bgpd.policy.attributes import BGP_MAX_MESSAGE, encoded_size
 from bgpd.speaker.received import family
 from bgpd.speaker.routes import (
@@ -25,6 +25,7 @@ from bgpd.speaker.routes import (
     attribute_words,
     commands,
     pack_addresses,
+    pack_ints,
     packable,
     packed_lines,
     resolve,
@@ -51,17 +52,20 @@ class Resolved(Sequence):
         return Announcement(self.prefixes[index], self.attributes, self.next_hop)
 
     def __iter__(self) -> Iterator[Announcement]:
-        attributes, next_hop = self.attributes, self.next_hop
-        return (Announcement(p, attributes, next_hop) for p in self.prefixes)
+        return announcements(self.prefixes, self.attributes, self.next_hop)
 
 
 class _Group:
-    __slots__ = ("version", "bits", "attributes", "next_hop", "prefixes", "_packed")
+    __slots__ = ("version", "bits", "attributes", "next_hop", "prefixes", "addresses",
+                 "_packed")
 
     def __init__(self, version: int, bits: int, attributes: Attributes, next_hop):
         self.version, self.bits = version, bits
         self.attributes, self.next_hop = attributes, next_hop
         self.prefixes: list[IPNetwork] = []
+        # the prefixes' addresses as integers, read while grouping (indexing()), until
+        # packed: the objects are not visited again for them
+        self.addresses: list[int] | None = None
         self._packed: bytes | None = None
 
     def packed(self) -> bytes:
@@ -69,6 +73,19 @@ class _Group:
         if self._packed is None:
             self._packed = pack_addresses(self.prefixes, self.version, self.bits)
         return self._packed
+
+    def pack_read_addresses(self) -> None:
+        if self.addresses is not None and len(self.addresses) >= PACKED_MIN_PREFIXES:
+            self._packed = pack_ints(self.addresses, self.version, self.bits)
+        self.addresses = None  # 36 bytes an address: not kept
+
+    def extend(self, other: _Group) -> None:
+        self.prefixes += other.prefixes
+        if self.addresses is not None and other.addresses is not None:
+            self.addresses += other.addresses
+        else:
+            self.addresses = None
+        self._packed = None  # packed again when asked
 
     def order(self) -> tuple:
         return (self.version, self.bits, self.next_hop or "", repr(self.attributes))
@@ -86,22 +103,53 @@ class Snapshot:
             if type(ann) is not Announcement:
                 ann = chosen(prefix)  # several claims
             # keyed by the attributes' identity: the policy shares one object among the
-            # routes of a shape, and hashing a whole Attributes per route cost 0.5 µs each
-            key = (type(prefix), prefix.prefixlen, id(ann.attributes), ann.next_hop)
+            # routes of a shape, and hashing a whole Attributes per route cost 0.5 µs each;
+            # _prefixlen, not the prefixlen property: one Python call less per route
+            key = (type(prefix), prefix._prefixlen, id(ann.attributes), ann.next_hop)
             try:
                 by_shape[key].prefixes.append(prefix)
             except KeyError:
                 group = by_shape[key] = _Group(prefix.version, key[1], ann.attributes,
                                                ann.next_hop)
                 group.prefixes.append(prefix)
-        merged: dict[tuple, _Group] = {}  # equal attributes held by distinct objects
-        for group in by_shape.values():
-            key = (group.version, group.bits, group.attributes, group.next_hop)
-            if key in merged:
-                merged[key].prefixes += group.prefixes
-            else:
-                merged[key] = group
-        self.groups = sorted(merged.values(), key=_Group.order)
+        self.groups = _merged(by_shape.values())
+
+    @classmethod
+    def indexing(cls, index: DesiredIndex, desired: frozenset[Announcement]) -> Snapshot:
+        """Index ``desired`` into the empty ``index``, and group and pack it, in one pass:
+        a process's first table, while its first session is coming up. Touching each of
+        100,000 routes' objects once instead of three times (index, group, pack) takes
+        about half the time (0.14 s instead of 0.29 s here), so the table is ready before
+        ExaBGP's first session is (about 0.3 s after it starts)."""
+        by_prefix: dict[IPNetwork, Announcement] = {}
+        setdefault = by_prefix.setdefault
+        by_shape: dict[tuple, _Group] = {}
+        several = []  # claims on a prefix held already: the policy should not make them
+        for ann in desired:
+            prefix = ann.prefix
+            if setdefault(prefix, ann) is not ann:
+                several.append(ann)
+                continue
+            key = (type(prefix), prefix._prefixlen, id(ann.attributes), ann.next_hop)
+            try:
+                group = by_shape[key]
+            except KeyError:
+                group = by_shape[key] = _Group(prefix.version, key[1], ann.attributes,
+                                               ann.next_hop)
+                group.addresses = []
+            group.prefixes.append(prefix)
+            group.addresses.append(prefix.network_address._ip)
+        index.adopt(desired, by_prefix)
+        if several:
+            for ann in several:
+                index.add_claim(by_prefix[ann.prefix], ann)
+            return cls(index)  # grouped again, by the claim each prefix resolves to
+        self = cls.__new__(cls)
+        self.source, self.by_prefix = desired, by_prefix
+        self.groups = _merged(by_shape.values())
+        for group in self.groups:
+            group.pack_read_addresses()
+        return self
 
     def warm(self) -> None:
         """Pack every group that a packed command may carry, ahead of any session."""
@@ -128,3 +176,15 @@ class Snapshot:
                     yield Command(line, announced=routes[start:end])
             else:
                 yield from commands(peer_address, list(routes), [])
+
+
+def _merged(groups: Iterable[_Group]) -> list[_Group]:
+    """One group per shape (equal attributes may be distinct objects), in a fixed order."""
+    merged: dict[tuple, _Group] = {}
+    for group in groups:
+        key = (group.version, group.bits, group.attributes, group.next_hop)
+        if key in merged:
+            merged[key].extend(group)
+        else:
+            merged[key] = group
+    return sorted(merged.values(), key=_Group.order)
