@@ -33,6 +33,7 @@ from bgpd.speaker.process import Supervisor
 from bgpd.speaker.received import OWN_RESTART_KEEP_SECONDS, Refused, family
 from bgpd.speaker.render import SpeakerSettings, render_config, render_environment
 from bgpd.speaker.routes import (
+    EVERYTHING_CHANGED_MIN,
     TOO_BIG,
     Command,
     DesiredIndex,
@@ -531,7 +532,13 @@ class Speaker:
             desired = self._desired
         if desired is None:
             return False
-        changed = self._index.update(desired)
+        if not self._index.by_prefix and len(desired) > EVERYTHING_CHANGED_MIN:
+            # A first large table: every session that comes up is sent all of it, so it
+            # is indexed, grouped and packed for them at once, in one pass.
+            self._snapshot = Snapshot.indexing(self._index, desired)
+            changed = None
+        else:
+            changed = self._index.update(desired)
         if changed is None:
             self._unplanned_all, self._unplanned = True, set()
         else:
