@@ -26,7 +26,7 @@ import bgpd
 from bgpd.config import BgpConfig, ImportConfig
 from bgpd.model import Announcement, IPNetwork, LearnedRoute, PeerStatus, as_frozenset
 from bgpd.ports import Received
-from bgpd.speaker import exabgp_main, messages
+from bgpd.speaker import bridge, exabgp_main, messages
 from bgpd.speaker.channel import ApiServer, Connection
 from bgpd.speaker.errors import SpeakerError
 from bgpd.speaker.process import Supervisor
@@ -128,7 +128,7 @@ class Speaker:
         python = os.environ.get(SPEAKER_PYTHON_ENV) or sys.executable
         settings = SpeakerSettings(
             router_id=self._router_id,
-            api_argv=[python, "-m", "bgpd.speaker.bridge", socket_path],
+            api_argv=bridge.argv(python, socket_path),
             log_level=self._log_level,
         )
         conf = folder / "exabgp.conf"

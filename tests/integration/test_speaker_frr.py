@@ -184,7 +184,8 @@ def _orphan_bridges(socket_path: str) -> list[int]:
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if b"bgpd.speaker.bridge" in argv and socket_path.encode() in argv and ppid == 1:
+        if (any(a.endswith(b"/bgpd/speaker/bridge.py") for a in argv)
+                and socket_path.encode() in argv and ppid == 1):
             found.append(int(entry))
     return found
 
