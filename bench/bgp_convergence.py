@@ -294,13 +294,16 @@ def series(w: PeerWatch, established: float, n: int) -> list[list[float]]:
 def run_ours(n: int, changes: int) -> dict:
     from bgpd.config import BgpConfig, PeerConfig
     from bgpd.model import Announcement, DesiredSet
+    from bgpd.policy.addresses import v4_host_network
+    from bgpd.runtime import tune_gc
     from bgpd.speaker import Speaker
     from tests.integration import routers
 
     def prefixes(count: int, offset: int = 0) -> list[Announcement]:
-        return [Announcement(ipaddress.ip_network(f"{BASE + offset + i}/32"))
-                for i in range(count)]
+        # made as the agent's policy makes a /32 (a Pod or Service address)
+        return [Announcement(v4_host_network(int(BASE) + offset + i)) for i in range(count)]
 
+    tune_gc()  # the speaker runs in the agent's process, which does this at start
     with routers.netns("bench-spk") as spk, routers.netns("bench-peer") as peer_ns:
         routers.link(spk, [f"{SPEAKER_IP}/24"], peer_ns, [f"{PEER_IP}/24"])
         with routers.bird(peer_ns, PEER_CONF) as peer:
