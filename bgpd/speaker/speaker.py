@@ -649,8 +649,18 @@ class Speaker:
                     self._counters["commands_packed"] += 1
         if not conn.wait_idle(ROUND_TIMEOUT):
             log.warning("writer round ended without every reply (ExaBGP gone or too slow)")
+        self._settle_acknowledged()
         if self._desired is not None:
             self._warm_snapshot()
+
+    def _settle_acknowledged(self) -> None:
+        """Record what the round's packed commands carried, a command at a time: the API
+        reader (received routes, session changes) waits for the lock for no longer."""
+        for st in self._peers.values():
+            while True:
+                with self._lock:
+                    if not st.settle_some():
+                        break
 
     def _on_reply(self, st: PeerState, epoch: int, cmd: Command, ok: bool) -> None:
         with self._lock:
@@ -685,7 +695,11 @@ class Speaker:
                     else:
                         st.leftover.update((ann.prefix, ann) for ann in cmd.announced)
                 return
+            if cmd.is_packed and not cmd.withdrawn:
+                st.acknowledged(cmd.announced)  # recorded after the round: see PeerState
+                return
+            announced = st.announced
             for ann in cmd.withdrawn:
-                st.announced.pop(ann.prefix, None)
+                announced.pop(ann.prefix, None)
             for ann in cmd.announced:
-                st.announced[ann.prefix] = ann
+                announced[ann.prefix] = ann

@@ -514,3 +514,29 @@ def test_a_table_changing_while_the_peer_is_down_is_grouped_at_most_once_an_inte
     sp._snapshot_warmed -= speaker_mod.SNAPSHOT_WARM_INTERVAL
     sp._reconcile_once()
     assert len(made) == 2 and sp._snapshot.source is sp._index.source
+
+
+def test_packed_acknowledgements_are_recorded_after_the_round_in_order():
+    # A packed command's routes are recorded once the writer's round is acknowledged (or
+    # when read before that), never out of order with the text commands after them.
+    sp, conn, _ = make_speaker()
+    sp._packed = True
+    routes = {ann(f"10.3.{i}.0/24") for i in range(40)}
+    sp.set_desired(routes)
+    sp._on_line(conn, state_line("up"))
+    st = sp._peers[PEER]
+    pending = []
+    conn.on_send = lambda line: pending.append(len(st._acked))
+    sp._reconcile_once()
+    assert any(" announce packed " in line for line in conn.take())
+    assert max(pending) == 1  # the packed ack waited while the round went on
+    assert st._acked == [] and len(st._announced) == 40 and sp.in_sync()
+    # read before being settled: recorded first, then the later withdrawal applies on top
+    gone = ann("10.3.7.0/24")
+    st.announced = {}
+    st.acknowledged(list(routes))
+    st.announced.pop(gone.prefix)
+    assert set(st._announced) == {r.prefix for r in routes} - {gone.prefix}
+    st.acknowledged([gone])
+    st.announced = {}  # a new session: nothing acknowledged earlier is this one's
+    assert st._acked == [] and st.announced == {}
