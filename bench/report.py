@@ -139,7 +139,7 @@ def plot_bgp(doc: dict) -> tuple[Path, str]:
                   for sr in doc["series"].get("ours", []) if sr)
     if gaps:
         gap = gaps[len(gaps) // 2]
-        axes[0].annotate(f"{gap:.1f} s from Established\nto ExaBGP's first UPDATE\n(median)",
+        axes[0].annotate(f"{gap * 1000:.0f} ms from Established\nto ExaBGP's first UPDATE\n(median)",
                          xy=(gap, 0), xytext=(0.42, 0.2), textcoords="axes fraction",
                          fontsize=8, ha="left",
                          arrowprops={"arrowstyle": "->", "color": "#555555"})

@@ -1,8 +1,8 @@
 """The helper ExaBGP runs as its API process: relays its stdin/stdout to the agent's socket.
 
-``python -I -S .../bgpd/speaker/bridge.py /path/api.sock``. ExaBGP only talks to child processes
-through pipes; the agent is ExaBGP's parent, so this relay joins the two. It exits as soon
-as either side closes. When ExaBGP dies (even SIGKILL, OOM) its pipe ends close and the
+``python -I -S .../bgpd/speaker/bridge.py /path/api.sock``. ExaBGP only talks to child
+processes through pipes; the agent is ExaBGP's parent, so this relay joins the two. It
+exits as soon as either side closes. When ExaBGP dies (even SIGKILL, OOM) its pipe ends close and the
 bridge shuts its socket, so the agent sees the speaker gone and does not wait for an orphan.
 If the agent goes away (even killed), the bridge kills ExaBGP with SIGKILL: ExaBGP 5.0.15
 keeps running without its API process, and an orphan speaker would hold our sessions
