@@ -2,8 +2,9 @@
 
 ``python -I -S .../bgpd/speaker/bridge.py /path/api.sock``. ExaBGP only talks to child
 processes through pipes; the agent is ExaBGP's parent, so this relay joins the two. It
-exits as soon as either side closes. When ExaBGP dies (even SIGKILL, OOM) its pipe ends close and the
-bridge shuts its socket, so the agent sees the speaker gone and does not wait for an orphan.
+exits as soon as either side closes. When ExaBGP dies (even SIGKILL, OOM) its pipe ends
+close and the bridge shuts its socket, so the agent sees the speaker gone and does not
+wait for an orphan.
 If the agent goes away (even killed), the bridge kills ExaBGP with SIGKILL: ExaBGP 5.0.15
 keeps running without its API process, and an orphan speaker would hold our sessions
 against the agent's next ExaBGP. SIGKILL sends no NOTIFICATION, so peers keep our routes
@@ -12,10 +13,10 @@ under graceful restart until the new speaker replays them.
 It must be up before ExaBGP's first session is: ExaBGP starts it and connects to its
 peers at the same moment, and whatever it reports (the session up) waits in the pipe
 until the bridge relays it. So it is run as a script with ``python -I -S`` (see argv())
-and loads only modules built into the interpreter (``_socket``, ``_thread``: ``socket``
-and ``signal`` import ``enum``): about 15 ms to start instead of 70 ms with ``-m`` and
-site-packages, which under the load of a first table was 50 ms of every session's
-first UPDATE.
+and loads only compiled modules (``_socket`` and ``_thread``, not ``socket``, ``signal``
+and ``threading``, which import ``enum``): about 15 ms to start instead of 70 ms with
+``-m`` and site-packages, which under the load of a first table was 40-60 ms of every
+session's first UPDATE.
 """
 
 import _socket
