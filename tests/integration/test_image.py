@@ -91,6 +91,29 @@ import tempfile
 facts["tempdir"] = tempfile.gettempdir()
 print(json.dumps(facts))
 """
+# Runs inside the container as the speaker's interpreter: starts ExaBGP's API bridge the way
+# the speaker does (python -I -S, compiled modules only) and relays one line through it.
+BRIDGE_PROBE = r"""
+import json, os, socket, subprocess, sys, tempfile
+from bgpd.speaker.bridge import argv
+path = os.path.join(tempfile.gettempdir(), "bridge-probe.sock")
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(1)
+server.settimeout(30)
+bridge = subprocess.Popen(argv(sys.executable, path), stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+conn, _ = server.accept()
+conn.settimeout(30)
+bridge.stdin.write(b'{"type": "state"}\n')
+bridge.stdin.flush()
+relayed = conn.recv(100).decode()
+bridge.stdin.close()
+bridge.stdout.close()
+code = bridge.wait(30)
+os.unlink(path)
+print(json.dumps({"relayed": relayed, "code": code, "argv": argv(sys.executable, path)}))
+"""
 # The root filesystem (/var/tmp is world-writable there) and the two emptyDirs.
 ROOTFS_PATHS = ["/opt/bgpd/probe", "/etc/probe", "/var/tmp/probe", "/probe"]
 AGENT = "/opt/bgpd/bin/python"
@@ -350,6 +373,14 @@ def test_bgpd_version_and_check_config(runc, pod):
     for path in (config, "/etc/bgpd/bgpd.yaml"):
         check = runc(["bgpd", "check-config", path])
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_speakers_api_bridge_runs_isolated_in_the_image(runc):
+    # ExaBGP starts the bridge with -I -S (no site-packages, no PYTHON* variables): it must
+    # still start with the image's speaker interpreter and relay ExaBGP's lines.
+    facts = _facts(runc([SPEAKER, "-c", BRIDGE_PROBE]))
+    assert facts["relayed"] == '{"type": "state"}\n' and facts["code"] == 0, facts
+    assert facts["argv"][:3] == [SPEAKER, "-I", "-S"], facts
 
 
 def podman_run_args(pod: PodSpec, netns: NetNS, name: str) -> list[str]:
