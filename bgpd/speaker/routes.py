@@ -280,9 +280,10 @@ def safe_line(line: str) -> bool:
     return False
 
 
-# An IPv4 address's integer, read straight from the object: int() on 100,000 addresses
-# cost three times as much as the packing itself. ``_ip`` is where CPython's ipaddress
-# has kept it since 3.3; tests/unit/test_speaker_packed.py compares with ``.packed``.
+# An address's integer (either family), read straight from the object: int() on 100,000
+# addresses cost three times as much as the packing itself. ``_ip`` is where CPython's
+# ipaddress has kept it since 3.3; tests/unit/test_speaker_packed.py compares with
+# ``.packed``.
 _ADDRESS_INT = operator.attrgetter("network_address._ip")
 
 

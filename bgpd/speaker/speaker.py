@@ -629,9 +629,9 @@ class Speaker:
             return
         for st, epoch, cmds in self._plan(full):
             for cmd in cmds:
-                # Read without the lock: the API reader holds it while it records a packed
-                # command's acknowledgement (thousands of routes), and the next line must
-                # not wait for that. A session that dropped a moment ago and is missed here
+                # Read without the lock: the API reader holds it while it takes in what a
+                # peer sent (up to a full table), and the next line must not wait for
+                # that. A session that dropped a moment ago and is missed here
                 # is handled as any late command: its acknowledgement sees the new epoch.
                 if st.epoch != epoch:
                     break  # the session went down: its next "up" starts a new round
