@@ -101,3 +101,17 @@ def test_announcements_made_fast_are_the_constructors():
         assert all(a.attributes is attributes and a.next_hop == next_hop for a in made)
         with pytest.raises(AttributeError):  # still frozen
             made[0].next_hop = "192.0.2.2"
+
+
+def test_one_pass_with_a_shape_per_route_packs_nothing_and_keeps_no_addresses():
+    # A tenant giving every Service its own communities annotation makes one shape per
+    # route: each is a group of one, sent as text, with nothing packed or kept beside it.
+    desired = frozenset(Announcement(v4_host_network(0x0A000000 + i),
+                                     Attributes(communities=(f"64512:{i}",)))
+                        for i in range(2_000))
+    snapshot = Snapshot.indexing(DesiredIndex(), desired)
+    assert len(snapshot.groups) == 2_000
+    assert all(g._packed is None and g.addresses is None for g in snapshot.groups)
+    lines = _lines(snapshot, packed=True)
+    assert not any(" announce packed " in line for line in lines)
+    assert lines == _lines(Snapshot(_indexed(desired)), packed=True)
